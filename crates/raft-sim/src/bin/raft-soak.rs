@@ -1,0 +1,65 @@
+//! raft-soak: runs many simulated seeds of the Raft core under faults and prints the figures.
+//!
+//!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS] [--election-timeout MS]
+//!   raft-soak --seed S [--trace]      replay one seed exactly
+
+use pg_leader_raft::Duration;
+use pg_leader_raft_sim::scenario::{run_seed, Options};
+use pg_leader_raft_sim::soak::run_seeds;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut options = Options::default();
+    let (mut seeds, mut first, mut threads, mut single) = (1_000_000u64, 0u64, 2usize, None);
+    let mut i = 0;
+    while i < args.len() {
+        let value = |i: usize| -> u64 {
+            args.get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| {
+                    eprintln!("raft-soak: {} needs a number", args[i]);
+                    std::process::exit(2)
+                })
+        };
+        match args[i].as_str() {
+            "--seeds" => seeds = value(i),
+            "--first" => first = value(i),
+            "--threads" => threads = value(i) as usize,
+            "--nodes" => options.nodes = Some(value(i) as usize),
+            "--heartbeat" => options.heartbeat = Duration::from_millis(value(i)),
+            "--election-timeout" => options.election_timeout = Duration::from_millis(value(i)),
+            "--seed" => single = Some(value(i)),
+            "--trace" => {
+                options.trace = true;
+                i += 1;
+                continue;
+            }
+            other => {
+                eprintln!("raft-soak: unknown argument {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 2;
+    }
+    if let Some(seed) = single {
+        return match run_seed(seed, &options) {
+            Ok(report) => {
+                println!("seed {seed}: no violation: {report:?}");
+                ExitCode::SUCCESS
+            }
+            Err(v) => {
+                println!("seed {seed}: VIOLATION: {v}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let started = std::time::Instant::now();
+    let mut summary = run_seeds(first, seeds, threads, &options);
+    summary.print(started.elapsed().as_secs_f64());
+    if summary.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

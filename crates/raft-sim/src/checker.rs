@@ -1,0 +1,172 @@
+//! The safety properties, checked by code after every simulated step. Each check returns the
+//! violation it found as text; the simulator stops there and reports the seed.
+
+use pg_leader_raft::{Body, Entry, EntryData, LogIndex, Message, NodeId, PersistedState, Term};
+use std::collections::HashMap;
+
+/// What the checker remembers across the whole run, restarts included.
+#[derive(Default)]
+pub struct Checker {
+    /// Election Safety: the leader of each term.
+    leaders: HashMap<Term, NodeId>,
+    /// Vote durability: whom each node voted for in each term.
+    votes: HashMap<(NodeId, Term), NodeId>,
+    /// Terms never decrease: the highest term each node has shown.
+    max_term: HashMap<NodeId, Term>,
+    /// Log Matching: the chain hash (hash of the whole prefix) of every (index, term) ever stored.
+    chains: HashMap<(LogIndex, Term), u64>,
+    /// Committed entries never change: chain hashes of the committed prefix, by index - 1.
+    committed: Vec<u64>,
+}
+
+pub type Violation = String;
+
+/// The hash of an entry and everything before it: equal hashes mean equal prefixes.
+pub fn chain_hash(prev: u64, entry: &Entry) -> u64 {
+    let mut h = prev ^ 0x9E37_79B9_7F4A_7C15;
+    let mut mix = |x: u64| {
+        h ^= x;
+        h = h.wrapping_mul(0x100_0000_01B3).rotate_left(29);
+    };
+    mix(entry.index.0);
+    mix(entry.term.0);
+    match &entry.data {
+        EntryData::Noop => mix(0),
+        EntryData::Command(bytes) => {
+            mix(1 + bytes.len() as u64);
+            bytes.iter().for_each(|b| mix(*b as u64));
+        }
+    }
+    h
+}
+
+impl Checker {
+    pub fn term_seen(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
+        let max = self.max_term.entry(node).or_default();
+        if term < *max {
+            return Err(format!("node {node}'s term went back from {max} to {term}"));
+        }
+        *max = term;
+        Ok(())
+    }
+
+    pub fn became_leader(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        chain: &[u64],
+    ) -> Result<(), Violation> {
+        if let Some(other) = self.leaders.insert(term, node) {
+            if other != node {
+                return Err(format!(
+                    "two leaders in term {term}: nodes {other} and {node}"
+                ));
+            }
+        }
+        // Leader Completeness (§5.4): every committed entry is in the new leader's log.
+        for (i, want) in self.committed.iter().enumerate() {
+            if chain.get(i) != Some(want) {
+                return Err(format!(
+                    "leader {node} of term {term} lacks committed entry {}",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a message as it leaves, against what its sender has made durable: a vote grant or
+    /// an append acknowledgement must never be ahead of the disk.
+    pub fn message_sent(&mut self, msg: &Message, disk: &PersistedState) -> Result<(), Violation> {
+        match &msg.body {
+            Body::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            } => {
+                let durable =
+                    disk.hard_state.term == msg.term && disk.hard_state.voted_for == Some(msg.to);
+                if !durable {
+                    return Err(format!(
+                        "node {} granted its vote in term {} to {} before making it durable",
+                        msg.from, msg.term, msg.to
+                    ));
+                }
+                self.vote_cast(msg.from, msg.term, msg.to)
+            }
+            Body::AppendResponse {
+                success: true,
+                match_index,
+                ..
+            } if disk.entries.len() < match_index.0 as usize => Err(format!(
+                "node {} acknowledged index {} before making it durable",
+                msg.from, match_index
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn vote_cast(&mut self, voter: NodeId, term: Term, candidate: NodeId) -> Result<(), Violation> {
+        let first = *self.votes.entry((voter, term)).or_insert(candidate);
+        if first != candidate {
+            return Err(format!(
+                "node {voter} voted twice in term {term}: for {first} and for {candidate}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Log Matching (§5.3): records the chain hashes of newly stored entries; any (index, term)
+    /// stored twice with different prefixes is a violation.
+    pub fn entries_stored(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        chain: &[u64],
+    ) -> Result<(), Violation> {
+        for e in entries {
+            let hash = chain[e.index.0 as usize - 1];
+            let known = *self.chains.entry((e.index, e.term)).or_insert(hash);
+            if known != hash {
+                return Err(format!(
+                    "log matching broken on node {node} at index {} term {}",
+                    e.index, e.term
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's commit index moved to `commit`: its prefix must agree with everything known
+    /// committed, and extends it.
+    pub fn committed_up_to(
+        &mut self,
+        node: NodeId,
+        from: usize,
+        commit: usize,
+        chain: &[u64],
+    ) -> Result<(), Violation> {
+        if commit > chain.len() {
+            return Err(format!(
+                "node {node} committed index {commit} past its log ({})",
+                chain.len()
+            ));
+        }
+        for (i, hash) in chain.iter().enumerate().take(commit).skip(from) {
+            match self.committed.get(i) {
+                Some(known) if known != hash => {
+                    return Err(format!(
+                        "committed entry {} changed (seen on node {node})",
+                        i + 1
+                    ))
+                }
+                Some(_) => {}
+                None => self.committed.push(*hash),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn leaders_elected(&self) -> usize {
+        self.leaders.len()
+    }
+}

@@ -1,0 +1,26 @@
+//! The pure Raft core of pg_leader.
+//!
+//! No I/O, no clock, no global randomness: messages and ticks go in, and a [`Ready`] comes out
+//! with what to persist, what to send and what was committed. Everything can be replayed from a
+//! seed. See `config` for the lease model that `pg_leader_is_leader()` relies on.
+//!
+//! The role selects the step and tick functions through function pointers; `become_*` in
+//! [`raft`] sets role, step and tick together, and refuses illegal transitions loudly.
+
+pub mod config;
+pub mod log;
+pub mod message;
+pub mod progress;
+pub mod quorum;
+pub mod raft;
+pub mod ready;
+pub mod rng;
+mod roles;
+pub mod types;
+
+pub use config::{Config, ConfigError};
+pub use message::{Body, Entry, EntryData, Message, PROTOCOL_VERSION};
+pub use raft::{Dropped, NotLeader, Raft, Status, TransferError};
+pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
+pub use rng::{RandomSource, SplitMix64};
+pub use types::{Duration, Instant, LogIndex, NodeId, Term};

@@ -1,0 +1,88 @@
+//! What nodes say to each other. Serde types, kept small; the transport frames them with
+//! `PROTOCOL_VERSION` so that a future format is recognised rather than misread.
+
+use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever `Message` or `Entry` change shape on the wire.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// One log entry (§5.3). Its command is opaque to the core.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub data: EntryData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryData {
+    /// Appended by every new leader so that it can commit entries of earlier terms (§5.4.2).
+    Noop,
+    /// An application command, replicated and applied in order.
+    Command(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term, except for a granted pre-vote, which echoes the term it was asked about.
+    pub term: Term,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// RequestVote (§5.2), or a PreVote probe that changes no one's term (thesis §9.6).
+    RequestVote {
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        /// Set by a transfer target: voters skip leader stickiness, since the leader itself
+        /// asked for the handover and has given up its lease.
+        transfer: bool,
+    },
+    VoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
+    /// AppendEntries (§5.3); with no entries it is the heartbeat.
+    AppendEntries {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        /// The leader's clock when it sent this; echoed back so the leader knows which of its
+        /// heartbeats a follower has seen (the lease is counted from the send time).
+        sent_at: Instant,
+        /// How long the receiver must refuse votes to other candidates after receiving this.
+        /// The leader's lease is shorter than this by the drift margin.
+        lease: Duration,
+    },
+    AppendResponse {
+        success: bool,
+        /// On success the index up to which the follower's log matches the leader's.
+        match_index: LogIndex,
+        /// On failure the follower's last index, to skip back quickly.
+        reject_hint: LogIndex,
+        sent_at: Instant,
+    },
+    /// Leadership transfer (thesis §3.10): campaign now, without waiting for the timeout.
+    TimeoutNow,
+}
+
+impl Message {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            Body::RequestVote { pre_vote: true, .. } => "PreVote",
+            Body::RequestVote { .. } => "RequestVote",
+            Body::VoteResponse { pre_vote: true, .. } => "PreVoteResponse",
+            Body::VoteResponse { .. } => "VoteResponse",
+            Body::AppendEntries { .. } => "AppendEntries",
+            Body::AppendResponse { .. } => "AppendResponse",
+            Body::TimeoutNow => "TimeoutNow",
+        }
+    }
+}

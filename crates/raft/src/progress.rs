@@ -1,0 +1,77 @@
+//! Leader-only state: what the leader knows of each follower, and a handover in progress.
+//! It exists only while leading (`Raft::leader` is `None` otherwise).
+
+use crate::types::{Instant, LogIndex, NodeId};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The next entry to send (§5.3).
+    pub next: LogIndex,
+    /// The highest entry known to be replicated on the follower.
+    pub matched: LogIndex,
+    /// Send time of the newest AppendEntries the follower acknowledged: the base of the lease.
+    pub acked_sent_at: Option<Instant>,
+    /// When the leader last heard anything from it in this term: for CheckQuorum.
+    pub last_heard: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferPhase {
+    /// Bringing the target's log up to date.
+    CatchingUp,
+    /// The lease is given up; TimeoutNow leaves at the next tick, after that is published.
+    LeaseGivenUp,
+    /// TimeoutNow has left; the lease stays given up for the rest of this term.
+    Sent,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    pub target: NodeId,
+    pub deadline: Instant,
+    pub phase: TransferPhase,
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaderState {
+    pub progress: BTreeMap<NodeId, Progress>,
+    pub next_heartbeat: Instant,
+    /// When this node became leader: CheckQuorum gives followers one timeout to answer.
+    pub since: Instant,
+    /// Send time of the last heartbeat round: the leader's own acknowledgement.
+    pub last_broadcast: Instant,
+    pub transfer: Option<Transfer>,
+}
+
+impl LeaderState {
+    pub fn new(
+        peers: impl Iterator<Item = NodeId>,
+        last_index: LogIndex,
+        now: Instant,
+    ) -> LeaderState {
+        let progress = peers
+            .map(|id| {
+                let p = Progress {
+                    next: last_index.next(),
+                    matched: LogIndex(0),
+                    acked_sent_at: None,
+                    last_heard: now,
+                };
+                (id, p)
+            })
+            .collect();
+        LeaderState {
+            progress,
+            next_heartbeat: now,
+            since: now,
+            last_broadcast: now,
+            transfer: None,
+        }
+    }
+
+    /// True once a handover has taken the lease away, for the rest of the term.
+    pub fn lease_given_up(&self) -> bool {
+        matches!(self.transfer, Some(t) if t.phase != TransferPhase::CatchingUp)
+    }
+}

@@ -1,0 +1,602 @@
+//! The node: state common to every role, the public entry points, the rules that run before any
+//! role's own step function, and the `become_*` transitions that set role, step and tick together.
+
+use crate::config::{Config, ConfigError};
+use crate::log::RaftLog;
+use crate::message::{Body, EntryData, Message};
+use crate::progress::{LeaderState, Transfer, TransferPhase};
+use crate::quorum::{majority, quorum_value};
+use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
+use crate::rng::RandomSource;
+use crate::roles::{candidate, follower, leader};
+use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A role's reaction to a message that passed the common term and vote rules.
+pub(crate) type StepFn = fn(&mut Raft, Message);
+/// A role's reaction to time passing (`Raft::now` has already moved).
+pub(crate) type TickFn = fn(&mut Raft);
+
+pub struct Raft {
+    pub(crate) config: Config,
+    role: Role,
+    step_role: StepFn,
+    tick_role: TickFn,
+    pub(crate) term: Term,
+    pub(crate) voted_for: Option<NodeId>,
+    pub(crate) leader_id: Option<NodeId>,
+    pub(crate) log: RaftLog,
+    rng: Box<dyn RandomSource>,
+    /// The latest moment the node has been told about; never moves back.
+    pub(crate) now: Instant,
+    pub(crate) election_deadline: Instant,
+    /// Leader stickiness: no vote for anyone before this moment, except for a handover.
+    pub(crate) votes_refused_until: Instant,
+    pub(crate) last_leader_contact: Option<Instant>,
+    /// Exists only while leading.
+    pub(crate) leader: Option<LeaderState>,
+    /// (Pre-)votes received in the current campaign.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) lease_deadline: Option<Instant>,
+    pub(crate) ready: Ready,
+}
+
+/// Why `step` ignored a message before looking at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    NotForThisNode,
+    UnknownSender,
+    Malformed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotLeader {
+    /// Who leads, when known.
+    Leader(Option<NodeId>),
+    /// A handover is in progress.
+    Transferring,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    NotLeader(Option<NodeId>),
+    UnknownTarget(NodeId),
+    TargetIsLeader,
+    AlreadyInProgress(NodeId),
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader(Some(l)) => {
+                write!(f, "this node is not the leader; node {l} is")
+            }
+            TransferError::NotLeader(None) => {
+                write!(f, "this node is not the leader and no leader is known")
+            }
+            TransferError::UnknownTarget(t) => write!(f, "node {t} is not a voter of this cluster"),
+            TransferError::TargetIsLeader => write!(f, "the target already leads"),
+            TransferError::AlreadyInProgress(t) => {
+                write!(f, "a transfer to node {t} is already in progress")
+            }
+        }
+    }
+}
+
+/// A consistent snapshot of the node, for readers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader_id: Option<NodeId>,
+    pub voted_for: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub last_index: LogIndex,
+    pub last_leader_contact: Option<Instant>,
+    /// Set only on a leader whose lease is established; valid while the clock is before it.
+    pub lease_deadline: Option<Instant>,
+}
+
+impl Raft {
+    /// Starts a node from what it had made durable (empty on first boot).
+    ///
+    /// Every start is a restart: the node may have promised a leader not to vote before it
+    /// crashed, and has forgotten when. It therefore refuses votes for one election timeout.
+    pub fn new(
+        config: Config,
+        persisted: PersistedState,
+        rng: Box<dyn RandomSource>,
+        now: Instant,
+    ) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let mut raft = Raft {
+            config,
+            role: Role::Follower,
+            step_role: follower::step,
+            tick_role: follower::tick,
+            term: persisted.hard_state.term,
+            voted_for: persisted.hard_state.voted_for,
+            leader_id: None,
+            log: RaftLog::restore(persisted.entries),
+            rng,
+            now,
+            election_deadline: now,
+            votes_refused_until: now,
+            last_leader_contact: None,
+            leader: None,
+            votes: BTreeMap::new(),
+            lease_deadline: None,
+            ready: Ready::default(),
+        };
+        raft.votes_refused_until = now + raft.config.election_timeout;
+        raft.become_follower(raft.term, None, Cause::Start);
+        Ok(raft)
+    }
+
+    // ----- entry points -----
+
+    /// A message arrived.
+    pub fn step(&mut self, msg: Message, now: Instant) -> Result<(), Dropped> {
+        self.advance_clock(now);
+        self.check_envelope(&msg)?;
+        match msg.term.cmp(&self.term) {
+            Ordering::Greater => {
+                if !self.accept_higher_term(&msg) {
+                    return Ok(());
+                }
+            }
+            Ordering::Less => {
+                self.answer_stale(&msg);
+                return Ok(());
+            }
+            Ordering::Equal => {}
+        }
+        if let Body::RequestVote { .. } = msg.body {
+            self.decide_vote(&msg);
+            return Ok(());
+        }
+        (self.step_role)(self, msg);
+        Ok(())
+    }
+
+    /// Time passed; call at `next_deadline()` or later.
+    pub fn tick(&mut self, now: Instant) {
+        self.advance_clock(now);
+        (self.tick_role)(self);
+    }
+
+    /// When `tick` must next be called.
+    pub fn next_deadline(&self) -> Instant {
+        match &self.leader {
+            Some(l) => leader::next_deadline(l, self.now),
+            None => self.election_deadline,
+        }
+    }
+
+    /// Hands out what accumulated since the last call; see `Ready` for the order to handle it.
+    pub fn take_ready(&mut self) -> Ready {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Starts an election now (tests, and an operator's nudge).
+    pub fn campaign(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.role != Role::Leader {
+            self.start_campaign(Cause::ElectionTimeout);
+        }
+    }
+
+    /// Appends a command to the log, on the leader.
+    pub fn propose(&mut self, command: Vec<u8>, now: Instant) -> Result<LogIndex, NotLeader> {
+        self.advance_clock(now);
+        match &self.leader {
+            None => Err(NotLeader::Leader(self.leader_id)),
+            Some(l) if l.transfer.is_some() => Err(NotLeader::Transferring),
+            Some(_) => Ok(leader::append_and_replicate(
+                self,
+                EntryData::Command(command),
+            )),
+        }
+    }
+
+    /// Hands leadership to `target` (thesis §3.10): catch it up, give up the lease, TimeoutNow.
+    pub fn transfer_leadership(
+        &mut self,
+        target: NodeId,
+        now: Instant,
+    ) -> Result<(), TransferError> {
+        self.advance_clock(now);
+        let Some(state) = &self.leader else {
+            return Err(TransferError::NotLeader(self.leader_id));
+        };
+        if target == self.config.id {
+            return Err(TransferError::TargetIsLeader);
+        }
+        if !self.config.is_voter(target) {
+            return Err(TransferError::UnknownTarget(target));
+        }
+        if let Some(t) = state.transfer {
+            return Err(TransferError::AlreadyInProgress(t.target));
+        }
+        let deadline = self.now + self.config.election_timeout;
+        let transfer = Transfer {
+            target,
+            deadline,
+            phase: TransferPhase::CatchingUp,
+        };
+        self.leader.as_mut().expect("checked above").transfer = Some(transfer);
+        leader::advance_transfer(self);
+        Ok(())
+    }
+
+    /// Changes the timings (a reload). Safe at any moment: each heartbeat carries the promise
+    /// its receiver makes, so nodes with different timings never disagree on a lease.
+    pub fn set_timing(
+        &mut self,
+        heartbeat: Duration,
+        election_timeout: Duration,
+    ) -> Result<(), ConfigError> {
+        let candidate = self.config.clone().with_timing(heartbeat, election_timeout);
+        candidate.validate()?;
+        self.config = candidate;
+        if let Some(l) = &mut self.leader {
+            l.next_heartbeat = l.next_heartbeat.min(self.now + heartbeat);
+        } else {
+            self.election_deadline = self
+                .election_deadline
+                .min(self.now + self.random_election_timeout());
+        }
+        Ok(())
+    }
+
+    // ----- readers -----
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// The moment the lease ends, on a leader that holds one.
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        if self.role == Role::Leader {
+            self.lease_deadline
+        } else {
+            None
+        }
+    }
+
+    /// What `pg_leader_is_leader()` answers: leader, with a lease that holds at `now`.
+    pub fn has_lease(&self, now: Instant) -> bool {
+        self.lease_deadline().is_some_and(|d| now < d)
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            leader_id: self.leader_id,
+            voted_for: self.voted_for,
+            commit_index: self.log.committed(),
+            last_index: self.log.last_index(),
+            last_leader_contact: self.last_leader_contact,
+            lease_deadline: self.lease_deadline(),
+        }
+    }
+
+    /// Progress of each follower as the leader sees it: (match index, last heard).
+    pub fn follower_progress(&self, peer: NodeId) -> Option<(LogIndex, Instant)> {
+        let p = self.leader.as_ref()?.progress.get(&peer)?;
+        Some((p.matched, p.last_heard))
+    }
+
+    // ----- rules common to every role -----
+
+    fn advance_clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn check_envelope(&self, msg: &Message) -> Result<(), Dropped> {
+        if msg.to != self.config.id {
+            return Err(Dropped::NotForThisNode);
+        }
+        if msg.from == self.config.id || !self.config.is_voter(msg.from) {
+            return Err(Dropped::UnknownSender);
+        }
+        if let Body::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            ..
+        } = &msg.body
+        {
+            // Entries must follow `prev` one by one with terms that never go past the sender's;
+            // anything else is forged or corrupt and could tear the log apart.
+            let mut expected = prev_log_index.next();
+            let mut last_term = *prev_log_term;
+            for e in entries {
+                if e.index != expected || e.term < last_term || e.term > msg.term {
+                    return Err(Dropped::Malformed);
+                }
+                expected = expected.next();
+                last_term = e.term;
+            }
+            if *prev_log_term > msg.term {
+                return Err(Dropped::Malformed);
+            }
+        }
+        Ok(())
+    }
+
+    /// §5.1: a later term makes us a follower of it. Returns false when the message is to be
+    /// ignored altogether.
+    fn accept_higher_term(&mut self, msg: &Message) -> bool {
+        match &msg.body {
+            Body::RequestVote { transfer, .. } if self.in_lease() && !transfer => {
+                // Leader stickiness (thesis §4.2.3): a live leader exists, so a candidate with a
+                // later term is a disruptive one; its term must not depose the leader.
+                false
+            }
+            // PreVote changes no one's term: the asked term is only hypothetical.
+            Body::RequestVote { pre_vote: true, .. } => true,
+            Body::VoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => true,
+            Body::AppendEntries { .. } | Body::TimeoutNow => {
+                self.become_follower(msg.term, Some(msg.from), Cause::HigherTerm);
+                true
+            }
+            _ => {
+                self.become_follower(msg.term, None, Cause::HigherTerm);
+                true
+            }
+        }
+    }
+
+    /// A message from an earlier term: tell its sender our term so a stale leader or candidate
+    /// steps down, and otherwise ignore it.
+    fn answer_stale(&mut self, msg: &Message) {
+        let body = match &msg.body {
+            Body::AppendEntries { sent_at, .. } => Body::AppendResponse {
+                success: false,
+                match_index: LogIndex(0),
+                reject_hint: self.log.last_index(),
+                sent_at: *sent_at,
+            },
+            Body::RequestVote { pre_vote, .. } => Body::VoteResponse {
+                pre_vote: *pre_vote,
+                granted: false,
+            },
+            _ => return,
+        };
+        self.send(msg.from, self.term, body);
+    }
+
+    /// True while this node must not vote for anyone else: it leads, heard from a live leader
+    /// within the promised time, or restarted less than an election timeout ago.
+    pub(crate) fn in_lease(&self) -> bool {
+        self.role == Role::Leader || self.now < self.votes_refused_until
+    }
+
+    /// The vote decision (§5.2, §5.4.1, thesis §9.6), the same for every role.
+    fn decide_vote(&mut self, msg: &Message) {
+        let Body::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            transfer,
+        } = msg.body
+        else {
+            return;
+        };
+        let sticky = self.in_lease() && !transfer;
+        let free_to_vote = self.voted_for == Some(msg.from)
+            || (self.voted_for.is_none() && self.leader_id.is_none())
+            || (pre_vote && msg.term > self.term);
+        let granted =
+            !sticky && free_to_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted && !pre_vote {
+            // Durable before the grant leaves: the Ready carries the hard state first.
+            self.voted_for = Some(msg.from);
+            self.persist_hard_state();
+            self.reset_election_timer();
+        }
+        // A granted pre-vote echoes the asked term so that the asker can tell it from a stale one.
+        let term = if granted { msg.term } else { self.term };
+        self.send(msg.from, term, Body::VoteResponse { pre_vote, granted });
+    }
+
+    // ----- transitions: role, step and tick always change together -----
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>, cause: Cause) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+        }
+        self.set_role(Role::Follower, follower::step, follower::tick);
+        self.leader_id = leader;
+        self.reset_election_timer();
+        self.emit_role_change(cause);
+    }
+
+    pub(crate) fn become_pre_candidate(&mut self, cause: Cause) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "a leader cannot become a pre-candidate"
+        );
+        self.set_role(
+            Role::PreCandidate,
+            candidate::step_pre_candidate,
+            candidate::tick,
+        );
+        self.leader_id = None;
+        self.reset_election_timer();
+        self.emit_role_change(cause);
+        self.request_votes(true, false);
+        candidate::count_votes(self);
+    }
+
+    pub(crate) fn become_candidate(&mut self, cause: Cause) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "a leader cannot become a candidate"
+        );
+        self.term = self.term.next();
+        self.voted_for = Some(self.config.id);
+        self.persist_hard_state();
+        self.set_role(Role::Candidate, candidate::step_candidate, candidate::tick);
+        self.leader_id = None;
+        self.reset_election_timer();
+        self.emit_role_change(cause);
+        self.request_votes(false, cause == Cause::Transfer);
+        candidate::count_votes(self);
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate can become leader"
+        );
+        let state = LeaderState::new(self.config.peers(), self.log.last_index(), self.now);
+        self.set_role(Role::Leader, leader::step, leader::tick);
+        self.leader = Some(state);
+        self.leader_id = Some(self.config.id);
+        self.emit_role_change(Cause::WonElection);
+        // §5.4.2: a no-op of the new term lets the leader commit what earlier terms left.
+        leader::append_and_replicate(self, EntryData::Noop);
+        leader::broadcast(self);
+    }
+
+    fn set_role(&mut self, role: Role, step: StepFn, tick: TickFn) {
+        self.role = role;
+        self.step_role = step;
+        self.tick_role = tick;
+        self.votes.clear();
+        self.leader = None;
+        self.lease_deadline = None;
+    }
+
+    /// PreVote first when enabled, so that a node that was cut off cannot raise the term of a
+    /// healthy cluster (thesis §9.6).
+    pub(crate) fn start_campaign(&mut self, cause: Cause) {
+        if self.config.pre_vote {
+            self.become_pre_candidate(cause);
+        } else {
+            self.become_candidate(cause);
+        }
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        self.votes.insert(self.config.id, true);
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
+        let body = Body::RequestVote {
+            pre_vote,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            transfer,
+        };
+        let peers: Vec<NodeId> = self.config.peers().collect();
+        for peer in peers {
+            self.send(peer, term, body.clone());
+        }
+    }
+
+    // ----- helpers for the roles -----
+
+    pub(crate) fn send(&mut self, to: NodeId, term: Term, body: Body) {
+        self.ready.messages.push(Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    pub(crate) fn persist_hard_state(&mut self) {
+        self.ready.hard_state = Some(HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        });
+    }
+
+    pub(crate) fn collect_committed(&mut self) {
+        let newly = self.log.take_committed();
+        self.ready.committed.extend(newly);
+    }
+
+    fn random_election_timeout(&mut self) -> Duration {
+        let t = self.config.election_timeout.as_micros();
+        Duration::from_micros(self.rng.uniform(t, 2 * t))
+    }
+
+    /// A fresh wait drawn from [T, 2T) at microsecond resolution: coarse draws cause split votes.
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_deadline = self.now + self.random_election_timeout();
+    }
+
+    pub(crate) fn majority(&self) -> usize {
+        majority(self.config.voters.len())
+    }
+
+    /// The lease: the send time of the newest heartbeat a majority (this node counting its own
+    /// latest round) acknowledged, plus the lease duration. See `config` for the model.
+    pub(crate) fn refresh_lease(&mut self) {
+        let Some(state) = &self.leader else { return };
+        if state.lease_given_up() {
+            self.lease_deadline = None;
+            return;
+        }
+        let mut acked: Vec<Option<Instant>> =
+            state.progress.values().map(|p| p.acked_sent_at).collect();
+        acked.push(Some(state.last_broadcast));
+        self.lease_deadline = quorum_value(&mut acked)
+            .flatten()
+            .map(|t| t + self.config.lease_duration());
+    }
+
+    fn emit_role_change(&mut self, cause: Cause) {
+        let event = Event::RoleChanged {
+            role: self.role,
+            term: self.term,
+            leader: self.leader_id,
+            cause,
+        };
+        self.ready.events.push(event);
+    }
+
+    pub(crate) fn note_leader(&mut self, leader: NodeId) {
+        if self.leader_id != Some(leader) {
+            self.leader_id = Some(leader);
+            self.ready.events.push(Event::LeaderChanged {
+                term: self.term,
+                leader,
+            });
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The pre-candidate and the candidate: gather (pre-)votes until a majority says yes or no.
+
+use crate::message::{Body, Message};
+use crate::raft::Raft;
+use crate::ready::Cause;
+use crate::roles::follower;
+
+pub(crate) fn step_pre_candidate(r: &mut Raft, msg: Message) {
+    match msg.body {
+        Body::AppendEntries { .. } => {
+            // A leader of our term exists: follow it.
+            r.become_follower(msg.term, Some(msg.from), Cause::LeaderSeen);
+            follower::handle_append(r, msg);
+        }
+        Body::VoteResponse {
+            pre_vote: true,
+            granted,
+        } => {
+            // A grant echoes the term we asked about; a refusal carries the voter's own term.
+            let current = if granted {
+                msg.term == r.term.next()
+            } else {
+                msg.term == r.term
+            };
+            if current {
+                r.votes.insert(msg.from, granted);
+                count_votes(r);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn step_candidate(r: &mut Raft, msg: Message) {
+    match msg.body {
+        Body::AppendEntries { .. } => {
+            // §5.2: another server won this term.
+            r.become_follower(msg.term, Some(msg.from), Cause::LeaderSeen);
+            follower::handle_append(r, msg);
+        }
+        Body::VoteResponse {
+            pre_vote: false,
+            granted,
+        } => {
+            r.votes.insert(msg.from, granted);
+            count_votes(r);
+        }
+        _ => {}
+    }
+}
+
+/// Both candidates time out the same way: try again, with a fresh random timeout.
+pub(crate) fn tick(r: &mut Raft) {
+    if r.now >= r.election_deadline {
+        r.start_campaign(Cause::ElectionTimeout);
+    }
+}
+
+/// Moves on once a majority has answered one way (§5.2).
+pub(crate) fn count_votes(r: &mut Raft) {
+    let granted = r.votes.values().filter(|g| **g).count();
+    let refused = r.votes.len() - granted;
+    let majority = r.majority();
+    let pre_vote = r.role() == crate::ready::Role::PreCandidate;
+    if granted >= majority {
+        if pre_vote {
+            r.become_candidate(Cause::WonElection);
+        } else {
+            r.become_leader();
+        }
+    } else if refused >= majority {
+        r.become_follower(r.term, None, Cause::LostElection);
+    }
+}

@@ -1,0 +1,63 @@
+//! The follower: accepts the leader's entries and waits for it to fall silent.
+
+use crate::message::{Body, Message};
+use crate::raft::Raft;
+use crate::ready::Cause;
+
+pub(crate) fn step(r: &mut Raft, msg: Message) {
+    match msg.body {
+        Body::AppendEntries { .. } => handle_append(r, msg),
+        Body::TimeoutNow if r.leader_id == Some(msg.from) => {
+            // The leader has given up its lease and asks us to take over (thesis §3.10).
+            r.become_candidate(Cause::Transfer);
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn tick(r: &mut Raft) {
+    if r.now >= r.election_deadline {
+        r.start_campaign(Cause::ElectionTimeout);
+    }
+}
+
+/// AppendEntries from the leader of our term (§5.3), also used by candidates that step down.
+pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
+    let Body::AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        entries,
+        leader_commit,
+        sent_at,
+        lease,
+    } = msg.body
+    else {
+        return;
+    };
+    r.note_leader(msg.from);
+    r.last_leader_contact = Some(r.now);
+    // The promise behind the leader's lease: no vote for anyone else for `lease` from now.
+    r.votes_refused_until = r.votes_refused_until.max(r.now + lease);
+    r.reset_election_timer();
+    let body = match r.log.try_append(prev_log_index, prev_log_term, &entries) {
+        Ok((last_new, changed)) => {
+            r.ready.push_entries(changed);
+            if r.log.commit_to(leader_commit.min(last_new)) {
+                r.collect_committed();
+            }
+            Body::AppendResponse {
+                success: true,
+                match_index: last_new,
+                reject_hint: last_new,
+                sent_at,
+            }
+        }
+        Err(mismatch) => Body::AppendResponse {
+            success: false,
+            match_index: crate::types::LogIndex(0),
+            reject_hint: mismatch.last_index,
+            sent_at,
+        },
+    };
+    r.send(msg.from, r.term, body);
+}

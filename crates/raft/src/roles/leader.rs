@@ -1,0 +1,218 @@
+//! The leader: heartbeats, replication, commit, CheckQuorum, the lease and handovers.
+
+use crate::message::{Body, EntryData, Message};
+use crate::progress::{LeaderState, TransferPhase};
+use crate::quorum::quorum_value;
+use crate::raft::Raft;
+use crate::ready::Cause;
+use crate::types::{Instant, LogIndex, NodeId};
+
+pub(crate) fn step(r: &mut Raft, msg: Message) {
+    if let Body::AppendResponse {
+        success,
+        match_index,
+        reject_hint,
+        sent_at,
+    } = msg.body
+    {
+        handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at);
+    }
+}
+
+pub(crate) fn tick(r: &mut Raft) {
+    if !check_transfer_timers(r) {
+        return;
+    }
+    let due = r.leader.as_ref().is_some_and(|l| r.now >= l.next_heartbeat);
+    if due {
+        if r.config.check_quorum && !quorum_active(r) {
+            r.become_follower(r.term, None, Cause::LostQuorum);
+            return;
+        }
+        broadcast(r);
+    }
+}
+
+pub(crate) fn next_deadline(l: &LeaderState, now: Instant) -> Instant {
+    match l.transfer {
+        Some(t) if t.phase == TransferPhase::LeaseGivenUp => now,
+        Some(t) => l.next_heartbeat.min(t.deadline),
+        None => l.next_heartbeat,
+    }
+}
+
+/// Sends AppendEntries (entries or a bare heartbeat) to every follower.
+pub(crate) fn broadcast(r: &mut Raft) {
+    let now = r.now;
+    let interval = r.config.heartbeat_interval;
+    let Some(state) = r.leader.as_mut() else {
+        return;
+    };
+    state.last_broadcast = now;
+    state.next_heartbeat = now + interval;
+    let peers: Vec<NodeId> = state.progress.keys().copied().collect();
+    for peer in peers {
+        send_append(r, peer);
+    }
+    r.refresh_lease();
+}
+
+/// Appends an entry of the current term and sends it out; commits at once when alone.
+pub(crate) fn append_and_replicate(r: &mut Raft, data: EntryData) -> LogIndex {
+    let entry = r.log.append_new(r.term, data);
+    let index = entry.index;
+    r.ready.push_entries(vec![entry]);
+    let peers: Vec<NodeId> = r.config.peers().collect();
+    for peer in peers {
+        send_append(r, peer);
+    }
+    maybe_commit(r);
+    index
+}
+
+fn send_append(r: &mut Raft, peer: NodeId) {
+    let Some(p) = r.leader.as_ref().and_then(|l| l.progress.get(&peer)) else {
+        return;
+    };
+    let prev = p.next.prev();
+    let prev_term = r
+        .log
+        .term_at(prev)
+        .expect("next index never passes the end of the log");
+    let entries = r.log.slice_from(p.next, r.config.max_entries_per_message);
+    let body = Body::AppendEntries {
+        prev_log_index: prev,
+        prev_log_term: prev_term,
+        entries,
+        leader_commit: r.log.committed(),
+        sent_at: r.now,
+        lease: r.config.election_timeout,
+    };
+    r.send(peer, r.term, body);
+}
+
+fn handle_append_response(
+    r: &mut Raft,
+    from: NodeId,
+    success: bool,
+    match_index: LogIndex,
+    reject_hint: LogIndex,
+    sent_at: Instant,
+) {
+    let now = r.now;
+    let last_index = r.log.last_index();
+    let Some(p) = r.leader.as_mut().and_then(|l| l.progress.get_mut(&from)) else {
+        return;
+    };
+    p.last_heard = now;
+    // Only a time this leader actually sent can count for the lease; a bogus echo from the
+    // future is ignored.
+    if sent_at <= now {
+        p.acked_sent_at = p.acked_sent_at.max(Some(sent_at));
+    }
+    let resend = if success {
+        let matched = match_index.min(last_index);
+        p.matched = p.matched.max(matched);
+        p.next = p.next.max(p.matched.next());
+        p.next <= last_index
+    } else {
+        // §5.3: back up and retry; the hint skips over a follower's missing entries at once.
+        let back = p.next.prev().min(reject_hint.next());
+        p.next = back.max(p.matched.next()).max(LogIndex(1));
+        true
+    };
+    if success {
+        maybe_commit(r);
+    }
+    if resend {
+        send_append(r, from);
+    }
+    r.refresh_lease();
+    advance_transfer(r);
+}
+
+/// §5.3, §5.4.2: commit the highest index a majority holds, but only by counting replicas of an
+/// entry of the current term.
+fn maybe_commit(r: &mut Raft) {
+    let Some(state) = &r.leader else { return };
+    let mut matched: Vec<LogIndex> = state.progress.values().map(|p| p.matched).collect();
+    matched.push(r.log.last_index());
+    let Some(n) = quorum_value(&mut matched) else {
+        return;
+    };
+    if n > r.log.committed() && r.log.term_at(n) == Some(r.term) && r.log.commit_to(n) {
+        r.collect_committed();
+    }
+}
+
+/// CheckQuorum (thesis §6.2): has a majority, this node included, been heard from within T?
+fn quorum_active(r: &Raft) -> bool {
+    let Some(state) = &r.leader else { return false };
+    let window = r.config.election_timeout;
+    if r.now < state.since + window {
+        return true;
+    }
+    let heard = state
+        .progress
+        .values()
+        .filter(|p| r.now < p.last_heard + window)
+        .count();
+    heard + 1 >= r.majority()
+}
+
+/// Moves a handover along: once the target holds the whole log, give up the lease; TimeoutNow
+/// leaves at the next tick, after the lease loss has been published.
+pub(crate) fn advance_transfer(r: &mut Raft) {
+    let last_index = r.log.last_index();
+    let Some(state) = r.leader.as_mut() else {
+        return;
+    };
+    let Some(transfer) = state.transfer.as_mut() else {
+        return;
+    };
+    if transfer.phase != TransferPhase::CatchingUp {
+        return;
+    }
+    let caught_up = state
+        .progress
+        .get(&transfer.target)
+        .is_some_and(|p| p.matched == last_index);
+    if caught_up {
+        transfer.phase = TransferPhase::LeaseGivenUp;
+        r.refresh_lease();
+    } else {
+        let target = transfer.target;
+        send_append(r, target);
+    }
+}
+
+/// Returns false when the node stopped leading.
+fn check_transfer_timers(r: &mut Raft) -> bool {
+    let now = r.now;
+    let term = r.term;
+    let Some(state) = r.leader.as_mut() else {
+        return false;
+    };
+    let Some(transfer) = state.transfer.as_mut() else {
+        return true;
+    };
+    match transfer.phase {
+        TransferPhase::LeaseGivenUp => {
+            transfer.phase = TransferPhase::Sent;
+            let target = transfer.target;
+            r.send(target, term, Body::TimeoutNow);
+            true
+        }
+        TransferPhase::CatchingUp if now >= transfer.deadline => {
+            // The target never caught up; the lease was never given up, so keep leading.
+            state.transfer = None;
+            true
+        }
+        TransferPhase::Sent if now >= transfer.deadline => {
+            // The lease is gone for this term; let a fresh election pick a leader.
+            r.become_follower(term, None, Cause::TransferFailed);
+            false
+        }
+        _ => true,
+    }
+}
