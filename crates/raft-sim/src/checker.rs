@@ -15,8 +15,9 @@ pub struct Checker {
     max_term: HashMap<NodeId, Term>,
     /// Log Matching: the chain hash (hash of the whole prefix) of every (index, term) ever stored.
     chains: HashMap<(LogIndex, Term), u64>,
-    /// Committed entries never change: chain hashes of the committed prefix, by index - 1.
-    committed: Vec<u64>,
+    /// Committed entries never change: chain hashes of the committed prefix, by index - 1, with
+    /// the term in which each was first seen committed (at or after the term it was committed in).
+    committed: Vec<(u64, Term)>,
 }
 
 pub type Violation = String;
@@ -63,9 +64,11 @@ impl Checker {
                 ));
             }
         }
-        // Leader Completeness (§5.4): every committed entry is in the new leader's log.
-        for (i, want) in self.committed.iter().enumerate() {
-            if chain.get(i) != Some(want) {
+        // Leader Completeness (§5.4): an entry committed in a term is in the log of every leader
+        // of a later term. (A leader of an earlier term may still be elected late, out of
+        // delayed votes; it is deposed as soon as it meets the later term.)
+        for (i, (want, committed_in)) in self.committed.iter().enumerate() {
+            if *committed_in < term && chain.get(i) != Some(want) {
                 return Err(format!(
                     "leader {node} of term {term} lacks committed entry {}",
                     i + 1
@@ -141,6 +144,7 @@ impl Checker {
     pub fn committed_up_to(
         &mut self,
         node: NodeId,
+        term: Term,
         from: usize,
         commit: usize,
         chain: &[u64],
@@ -153,14 +157,14 @@ impl Checker {
         }
         for (i, hash) in chain.iter().enumerate().take(commit).skip(from) {
             match self.committed.get(i) {
-                Some(known) if known != hash => {
+                Some((known, _)) if known != hash => {
                     return Err(format!(
                         "committed entry {} changed (seen on node {node})",
                         i + 1
                     ))
                 }
                 Some(_) => {}
-                None => self.committed.push(*hash),
+                None => self.committed.push((*hash, term)),
             }
         }
         Ok(())

@@ -82,6 +82,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose clocks drift by random amounts up to `max_drift_ppm`.
     pub fn new(
         size: usize,
         heartbeat: Duration,
@@ -89,28 +90,45 @@ impl Cluster {
         max_drift_ppm: i64,
         seed: u64,
     ) -> Cluster {
+        let mut rng = SplitMix64::new(seed ^ 0x5EED_C10C);
+        // Half the clocks sit at the edges of the allowed drift, where a lease is tightest.
+        let drifts: Vec<i64> = (0..size)
+            .map(|_| match rng.uniform(0, 4) {
+                0 => max_drift_ppm,
+                1 => -max_drift_ppm,
+                _ => rng.uniform(0, 2 * max_drift_ppm as u64 + 1) as i64 - max_drift_ppm,
+            })
+            .collect();
+        Cluster::with_drifts(heartbeat, election_timeout, &drifts, seed)
+    }
+
+    /// A cluster of `drifts.len()` nodes whose clocks run `drifts[i]` ppm fast (or slow).
+    pub fn with_drifts(
+        heartbeat: Duration,
+        election_timeout: Duration,
+        drifts: &[i64],
+        seed: u64,
+    ) -> Cluster {
+        let size = drifts.len();
         let mut rng = SplitMix64::new(seed);
         let voters: Vec<NodeId> = (1..=size as u32).map(NodeId).collect();
         let config_template =
             Config::new(NodeId(1), voters.clone()).with_timing(heartbeat, election_timeout);
         let nodes = voters
             .iter()
-            .map(|&id| {
-                let drift = rng.uniform(0, 2 * max_drift_ppm as u64 + 1) as i64 - max_drift_ppm;
-                let clock = NodeClock {
+            .zip(drifts)
+            .map(|(&id, &drift_ppm)| SimNode {
+                id,
+                raft: None,
+                disk: PersistedState::default(),
+                clock: NodeClock {
                     offset: rng.uniform(0, 1 << 40),
-                    drift_ppm: drift,
-                };
-                SimNode {
-                    id,
-                    raft: None,
-                    disk: PersistedState::default(),
-                    clock,
-                    tick_generation: 0,
-                    chain: Vec::new(),
-                    verified_commit: 0,
-                    paused_until: 0,
-                }
+                    drift_ppm,
+                },
+                tick_generation: 0,
+                chain: Vec::new(),
+                verified_commit: 0,
+                paused_until: 0,
             })
             .collect();
         let mut cluster = Cluster {
@@ -177,6 +195,15 @@ impl Cluster {
     pub fn pause(&mut self, i: usize, until: u64) {
         self.nodes[i].paused_until = self.nodes[i].paused_until.max(until);
         self.trace_line(i, "paused");
+    }
+
+    /// Ends a pause now (SIGCONT): the node's timer is due again at once.
+    pub fn resume(&mut self, i: usize) {
+        if self.nodes[i].paused_until > self.now {
+            self.nodes[i].paused_until = self.now;
+            self.reschedule_tick(i);
+            self.trace_line(i, "resumed");
+        }
     }
 
     pub fn leader_with_lease(&self) -> Option<usize> {
@@ -335,7 +362,7 @@ impl Cluster {
         if commit != node.verified_commit {
             let from = node.verified_commit.min(commit);
             self.checker
-                .committed_up_to(node.id, from, commit, &node.chain)?;
+                .committed_up_to(node.id, raft.term(), from, commit, &node.chain)?;
             node.verified_commit = commit;
         }
         Ok(())

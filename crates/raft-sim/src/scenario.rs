@@ -26,7 +26,9 @@ impl Default for Options {
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             max_fault_phase: 10_000_000,
-            max_drift_ppm: 20_000,
+            // The default lease margin (T/10) covers rates within 5.26 % of real time; the simulator
+            // goes right up to that edge so that a weaker margin fails.
+            max_drift_ppm: 50_000,
             trace: false,
         }
     }
@@ -100,26 +102,49 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
     let mut crashed_until = vec![0u64; n];
     while c.now < end {
         let step = c.rng.uniform(20_000, 600_000);
-        c.run_until((c.now + step).min(end))?;
+        let next_restart = crashed_until
+            .iter()
+            .copied()
+            .filter(|t| *t != 0)
+            .min()
+            .unwrap_or(u64::MAX);
+        c.run_until((c.now + step).min(end).min(next_restart))?;
         for (i, until) in crashed_until.iter_mut().enumerate() {
             if *until != 0 && *until <= c.now {
                 *until = 0;
                 c.start(i)?;
             }
         }
+        if c.now == next_restart {
+            continue;
+        }
         let target = c.rng.uniform(0, n as u64) as usize;
         report.faults += 1;
-        match c.rng.uniform(0, 12) {
+        match c.rng.uniform(0, 14) {
+            13 => {
+                // The lease holder is cut off right away: its lease must run out before anyone
+                // else's begins, whatever the clocks' rates.
+                if let Some(l) = c.leader_with_lease() {
+                    c.network.isolate(&[l]);
+                }
+            }
+            12 => {
+                // A quick restart: the node forgets whom it promised not to vote against.
+                if c.is_up(target) {
+                    c.crash(target);
+                    crashed_until[target] = c.now + c.rng.uniform(1, 200_000);
+                }
+            }
             0 | 1 => {
                 if c.is_up(target) {
                     c.crash(target);
-                    crashed_until[target] = c.now + c.rng.uniform(0, 3_000_000);
+                    crashed_until[target] = c.now + c.rng.uniform(1, 3_000_000);
                 }
             }
             2 => {
                 if let Some(l) = c.leader_with_lease() {
                     c.crash(l);
-                    crashed_until[l] = c.now + c.rng.uniform(0, 3_000_000);
+                    crashed_until[l] = c.now + c.rng.uniform(1, 3_000_000);
                 }
             }
             3 => {
@@ -174,7 +199,7 @@ fn liveness_phase(c: &mut Cluster, options: &Options) -> Result<u64, Violation> 
     let start = c.now;
     c.network.calm();
     for i in 0..c.size() {
-        c.nodes[i].paused_until = c.nodes[i].paused_until.min(c.now);
+        c.resume(i);
         if !c.is_up(i) {
             c.start(i)?;
         }

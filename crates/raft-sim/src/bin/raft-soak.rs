@@ -1,6 +1,7 @@
 //! raft-soak: runs many simulated seeds of the Raft core under faults and prints the figures.
 //!
-//!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS] [--election-timeout MS]
+//!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
+//!             [--election-timeout MS] [--fault-phase MS]
 //!   raft-soak --seed S [--trace]      replay one seed exactly
 
 use pg_leader_raft::Duration;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
             "--nodes" => options.nodes = Some(value(i) as usize),
             "--heartbeat" => options.heartbeat = Duration::from_millis(value(i)),
             "--election-timeout" => options.election_timeout = Duration::from_millis(value(i)),
+            "--fault-phase" => options.max_fault_phase = value(i) * 1000,
             "--seed" => single = Some(value(i)),
             "--trace" => {
                 options.trace = true;

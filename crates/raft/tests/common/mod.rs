@@ -1,0 +1,173 @@
+//! A tiny hand-driven network for scenario tests: every node shares one clock, messages go out
+//! in order, and links can be cut. Each Ready is handled as the embedding program must: persist,
+//! then send.
+
+#![allow(dead_code)]
+
+use pg_leader_raft::{
+    Config, Duration, Instant, Message, NodeId, PersistedState, Raft, Ready, SplitMix64,
+};
+use std::collections::{HashSet, VecDeque};
+
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_MS: u64 = 1000;
+
+pub struct TestCluster {
+    pub nodes: Vec<Option<Raft>>,
+    pub disks: Vec<PersistedState>,
+    pub now: Instant,
+    pub cut: HashSet<(u32, u32)>,
+    pub queue: VecDeque<Message>,
+    /// Every Ready handled, by node, for tests that look at the order of outputs.
+    pub readies: Vec<(u32, Ready)>,
+}
+
+pub fn id(n: u32) -> NodeId {
+    NodeId(n)
+}
+
+pub fn config(me: u32, n: u32) -> Config {
+    Config::new(NodeId(me), (1..=n).map(NodeId).collect()).with_timing(
+        Duration::from_millis(HEARTBEAT_MS),
+        Duration::from_millis(ELECTION_MS),
+    )
+}
+
+impl TestCluster {
+    pub fn new(n: u32) -> TestCluster {
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            disks: vec![PersistedState::default(); n as usize],
+            now: Instant::from_micros(1_000_000),
+            cut: HashSet::new(),
+            queue: VecDeque::new(),
+            readies: Vec::new(),
+        };
+        for i in 1..=n {
+            let raft = Raft::new(
+                config(i, n),
+                PersistedState::default(),
+                Box::new(SplitMix64::new(i as u64)),
+                c.now,
+            )
+            .unwrap();
+            c.nodes.push(Some(raft));
+        }
+        c
+    }
+
+    pub fn node(&self, n: u32) -> &Raft {
+        self.nodes[n as usize - 1].as_ref().expect("node is up")
+    }
+
+    pub fn with_node<T>(&mut self, n: u32, op: impl FnOnce(&mut Raft, Instant) -> T) -> T {
+        let now = self.now;
+        let out = op(
+            self.nodes[n as usize - 1].as_mut().expect("node is up"),
+            now,
+        );
+        self.flush(n);
+        out
+    }
+
+    /// Persist, then queue the messages, exactly in the contract's order.
+    pub fn flush(&mut self, n: u32) {
+        let Some(raft) = self.nodes[n as usize - 1].as_mut() else {
+            return;
+        };
+        let ready = raft.take_ready();
+        self.disks[n as usize - 1].apply(&ready);
+        for m in &ready.messages {
+            if !self.cut.contains(&(m.from.0, m.to.0)) {
+                self.queue.push_back(m.clone());
+            }
+        }
+        self.readies.push((n, ready));
+    }
+
+    /// Delivers queued messages until the network is quiet.
+    pub fn deliver(&mut self) {
+        for _ in 0..100_000 {
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
+            let to = m.to.0;
+            if self.cut.contains(&(m.from.0, to)) || self.nodes[to as usize - 1].is_none() {
+                continue;
+            }
+            self.with_node(to, |r, now| {
+                let _ = r.step(m, now);
+            });
+        }
+        panic!("the network never went quiet");
+    }
+
+    /// Moves time forward in 1 ms steps, ticking every node that is due and delivering.
+    pub fn advance_ms(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now = self.now + Duration::from_millis(1);
+            for n in 1..=self.nodes.len() as u32 {
+                let due = self.nodes[n as usize - 1]
+                    .as_ref()
+                    .is_some_and(|r| r.next_deadline() <= self.now);
+                if due {
+                    self.with_node(n, |r, now| r.tick(now));
+                }
+            }
+            self.deliver();
+        }
+    }
+
+    /// Lets the start-up vote blackout pass, then has node `n` campaign and win.
+    pub fn elect(&mut self, n: u32) {
+        let quiet = Duration::from_millis(ELECTION_MS);
+        self.now = self.now + quiet;
+        self.with_node(n, |r, now| r.campaign(now));
+        self.deliver();
+        assert_eq!(
+            self.node(n).role(),
+            pg_leader_raft::Role::Leader,
+            "node {n} should have won"
+        );
+    }
+
+    pub fn isolate(&mut self, n: u32) {
+        for other in 1..=self.nodes.len() as u32 {
+            if other != n {
+                self.cut.insert((n, other));
+                self.cut.insert((other, n));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn crash(&mut self, n: u32) {
+        self.nodes[n as usize - 1] = None;
+    }
+
+    pub fn restart(&mut self, n: u32) {
+        let total = self.nodes.len() as u32;
+        let raft = Raft::new(
+            config(n, total),
+            self.disks[n as usize - 1].clone(),
+            Box::new(SplitMix64::new(n as u64 + 100)),
+            self.now,
+        )
+        .unwrap();
+        self.nodes[n as usize - 1] = Some(raft);
+        self.flush(n);
+    }
+
+    pub fn leaders_with_lease(&self) -> Vec<u32> {
+        (1..=self.nodes.len() as u32)
+            .filter(|&n| {
+                self.nodes[n as usize - 1]
+                    .as_ref()
+                    .is_some_and(|r| r.has_lease(self.now))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,112 @@
+//! The leader lease, leader stickiness and CheckQuorum: what `pg_leader_is_leader()` relies on.
+
+mod common;
+
+use common::*;
+use pg_leader_raft::{Cause, Duration, Event, Instant, Role};
+
+#[test]
+fn the_lease_starts_only_when_a_majority_acknowledged_a_heartbeat() {
+    let mut c = TestCluster::new(3);
+    c.cut.insert((2, 1));
+    c.cut.insert((3, 1));
+    c.now = c.now + Duration::from_millis(ELECTION_MS);
+    c.with_node(1, |r, now| r.campaign(now));
+    c.deliver();
+    // Votes never came back: not even leader.
+    assert_ne!(c.node(1).role(), Role::Leader);
+    c.heal();
+    c.with_node(1, |r, now| r.campaign(now));
+    c.deliver();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert!(
+        c.node(1).has_lease(c.now),
+        "the first heartbeat round was acknowledged"
+    );
+}
+
+#[test]
+fn the_lease_is_the_acked_send_time_plus_t_minus_the_margin() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    let sent = c.now;
+    let deadline = c.node(1).lease_deadline().unwrap();
+    let margin = c.node(1).config().lease_drift_margin;
+    assert_eq!(
+        deadline,
+        sent + Duration::from_millis(ELECTION_MS).saturating_sub(margin)
+    );
+    // Cut the leader off: the lease runs out on time, before any follower may vote again.
+    c.isolate(1);
+    c.advance_ms(ELECTION_MS - margin.as_millis() - 1);
+    assert!(c.node(1).has_lease(c.now));
+    c.advance_ms(1);
+    assert!(
+        !c.node(1).has_lease(c.now),
+        "the lease ended at {deadline:?}"
+    );
+    for n in [2, 3] {
+        assert!(c.node(n).next_deadline() >= sent + Duration::from_millis(ELECTION_MS));
+    }
+}
+
+#[test]
+fn never_two_leases_when_the_leader_is_cut_off() {
+    let mut c = TestCluster::new(5);
+    c.elect(1);
+    c.advance_ms(30);
+    c.isolate(1);
+    let mut new_leader_at = None;
+    for _ in 0..4_000 {
+        c.advance_ms(1);
+        let holders = c.leaders_with_lease();
+        assert!(holders.len() <= 1, "two leases at {:?}: {holders:?}", c.now);
+        if new_leader_at.is_none() && holders.iter().any(|&n| n != 1) {
+            new_leader_at = Some(c.now);
+        }
+    }
+    assert!(
+        new_leader_at.is_some(),
+        "the majority side elected a new leader"
+    );
+}
+
+#[test]
+fn check_quorum_a_leader_that_hears_no_majority_steps_down() {
+    let mut c = TestCluster::new(3);
+    c.elect(2);
+    c.isolate(2);
+    c.advance_ms(2 * ELECTION_MS + HEARTBEAT_MS);
+    assert_eq!(c.node(2).role(), Role::Follower);
+    let stepped_down = c.readies.iter().any(|(n, r)| {
+        *n == 2
+            && r.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RoleChanged {
+                        role: Role::Follower,
+                        cause: Cause::LostQuorum,
+                        ..
+                    }
+                )
+            })
+    });
+    assert!(stepped_down);
+}
+
+#[test]
+fn a_follower_promises_the_lease_the_heartbeat_asks_for() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    let heard = c.now;
+    // Node 2 cannot vote for another candidate before heard + T, whatever happens.
+    c.isolate(1);
+    c.advance_ms(ELECTION_MS - 1);
+    assert!(c
+        .node(2)
+        .status()
+        .last_leader_contact
+        .is_some_and(|t| t >= heard));
+    assert!(c.leaders_with_lease().iter().all(|&n| n == 1));
+    let _ = Instant::ZERO;
+}
