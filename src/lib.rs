@@ -15,3 +15,5 @@ pub mod pg_test {
         vec![]
     }
 }
+
+pub mod cluster_config;
