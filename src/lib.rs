@@ -1,9 +1,33 @@
 //! pg_leader: Raft leader election inside PostgreSQL.
 //!
 //! The election itself lives in the `pg_leader_raft` crate; this crate is the PostgreSQL shell
-//! around it.
+//! around it: settings, shared memory, the background worker and the SQL functions.
+
+use pgrx::prelude::*;
+use shmem::PUBLISHED;
+use std::sync::atomic::Ordering;
 
 ::pgrx::pg_module_magic!(name, version);
+
+pub mod api;
+pub mod clock;
+pub mod cluster_config;
+pub mod settings;
+pub mod shmem;
+pub mod worker;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a plain global set by PostgreSQL while it loads shared_preload_libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        // Loaded by CREATE EXTENSION or a function call alone: the functions explain what to do.
+        return;
+    }
+    settings::define();
+    pgrx::pg_shmem_init!(PUBLISHED);
+    worker::register();
+    api::PRELOADED.store(true, Ordering::Relaxed);
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]
@@ -15,5 +39,3 @@ pub mod pg_test {
         vec![]
     }
 }
-
-pub mod cluster_config;

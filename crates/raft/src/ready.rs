@@ -74,7 +74,9 @@ pub enum Cause {
     ElectionTimeout,
     /// A message carried a later term.
     HigherTerm,
-    /// A majority granted the (pre-)vote.
+    /// A majority granted the pre-vote: a real election may start.
+    PreVoteGranted,
+    /// A majority granted the vote.
     WonElection,
     /// A majority refused the (pre-)vote.
     LostElection,
@@ -94,6 +96,7 @@ impl Cause {
             Cause::Start => "start",
             Cause::ElectionTimeout => "election timeout",
             Cause::HigherTerm => "higher term seen",
+            Cause::PreVoteGranted => "pre-vote granted",
             Cause::WonElection => "won election",
             Cause::LostElection => "lost election",
             Cause::LeaderSeen => "leader seen",

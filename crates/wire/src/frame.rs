@@ -164,3 +164,10 @@ impl Codec {
         Ok((header, msg))
     }
 }
+
+/// The sender a datagram claims in its header, readable before authentication (for counting
+/// rejections against the node it pretends to be).
+pub fn claimed_sender(datagram: &[u8]) -> Option<NodeId> {
+    let bytes = datagram.get(13..17)?;
+    Some(NodeId(u32::from_be_bytes(bytes.try_into().ok()?)))
+}

@@ -64,7 +64,7 @@ pub(crate) fn count_votes(r: &mut Raft) {
     let pre_vote = r.role() == crate::ready::Role::PreCandidate;
     if granted >= majority {
         if pre_vote {
-            r.become_candidate(Cause::WonElection);
+            r.become_candidate(Cause::PreVoteGranted);
         } else {
             r.become_leader();
         }

@@ -1,0 +1,168 @@
+//! The `pg_leader.*` settings: their definitions, and the validated configuration they read into.
+
+use crate::cluster_config::{self, Peer, SettingError};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+
+pub static NODE_ID: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static PEERS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HEARTBEAT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static ELECTION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static STATE_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Defines every setting and reserves the `pg_leader` prefix, so a misspelt
+/// `pg_leader.something` is reported instead of silently ignored.
+pub fn define() {
+    GucRegistry::define_int_guc(
+        c"pg_leader.node_id",
+        c"This server's id in pg_leader.peers.",
+        c"Each server of the cluster has its own id.",
+        &NODE_ID,
+        0,
+        i32::MAX,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.peers",
+        c"Every voter of the cluster, this server included, as 'id=host:port, ...'.",
+        c"This server listens for the other servers on the address of its own entry.",
+        &PEERS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.cluster_name",
+        c"Name of the pg_leader cluster; must be the same on every server.",
+        c"Messages from servers of another cluster are rejected.",
+        &CLUSTER_NAME,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.secret_file",
+        c"File holding the secret that authenticates every message between servers.",
+        c"The file must be readable by its owner only (mode 0600) and hold at least 16 bytes.",
+        &SECRET_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_leader.heartbeat_interval",
+        c"How often the leader sends heartbeats.",
+        c"Must be at most half of pg_leader.election_timeout.",
+        &HEARTBEAT_INTERVAL,
+        1,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_leader.election_timeout",
+        c"How long followers wait for the leader before electing a new one.",
+        c"Each wait is drawn at random between this value and twice this value.",
+        &ELECTION_TIMEOUT,
+        10,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.state_dir",
+        c"Directory where pg_leader keeps its term, vote and log.",
+        c"Empty means the pg_leader directory inside the data directory.",
+        &STATE_DIR,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // SAFETY: called from _PG_init in the postmaster, where GUC functions may be called.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_leader".as_ptr()) };
+}
+
+/// The settings, validated.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub node_id: u32,
+    pub peers: Vec<Peer>,
+    pub cluster_name: String,
+    pub secret: Vec<u8>,
+    pub heartbeat_ms: u32,
+    pub election_timeout_ms: u32,
+    pub state_dir: PathBuf,
+}
+
+fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn data_directory() -> PathBuf {
+    // SAFETY: DataDir is set before any worker or backend starts and never freed.
+    let dir = unsafe { pg_sys::DataDir };
+    if dir.is_null() {
+        return PathBuf::from(".");
+    }
+    PathBuf::from(
+        unsafe { CStr::from_ptr(dir) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+impl NodeSettings {
+    /// Reads and checks every setting; the first problem found is returned.
+    pub fn read() -> Result<NodeSettings, SettingError> {
+        let node_id = NODE_ID.get();
+        if node_id <= 0 {
+            return Err(SettingError {
+                setting: "pg_leader.node_id",
+                value: node_id.to_string(),
+                detail: "pg_leader.node_id is not set.".into(),
+                hint: Some("Give each server a positive id listed in pg_leader.peers.".into()),
+            });
+        }
+        let peers = cluster_config::parse_peers(&text(&PEERS))?;
+        cluster_config::find_self(&peers, node_id)?;
+        if peers.len() > crate::shmem::MAX_NODES {
+            return Err(SettingError {
+                setting: "pg_leader.peers",
+                value: text(&PEERS),
+                detail: format!("At most {} servers are supported.", crate::shmem::MAX_NODES),
+                hint: None,
+            });
+        }
+        let cluster_name = text(&CLUSTER_NAME);
+        if cluster_name.is_empty() {
+            return Err(SettingError {
+                setting: "pg_leader.cluster_name",
+                value: cluster_name,
+                detail: "pg_leader.cluster_name is not set.".into(),
+                hint: Some("Set the same name on every server of the cluster.".into()),
+            });
+        }
+        let secret = cluster_config::read_secret(&text(&SECRET_FILE))?;
+        let heartbeat_ms = HEARTBEAT_INTERVAL.get() as u32;
+        let election_timeout_ms = ELECTION_TIMEOUT.get() as u32;
+        cluster_config::check_timing(heartbeat_ms, election_timeout_ms)?;
+        let state_dir = match text(&STATE_DIR) {
+            dir if dir.is_empty() => data_directory().join("pg_leader"),
+            dir if PathBuf::from(&dir).is_relative() => data_directory().join(dir),
+            dir => PathBuf::from(dir),
+        };
+        Ok(NodeSettings {
+            node_id: node_id as u32,
+            peers,
+            cluster_name,
+            secret,
+            heartbeat_ms,
+            election_timeout_ms,
+            state_dir,
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! What the worker publishes for sessions: one block under one LWLock, written as a whole, so a
+//! reader always sees one consistent snapshot.
+
+use pgrx::{PGRXSharedMemory, PgLwLock};
+
+pub const MAX_NODES: usize = 16;
+const ADDRESS_LEN: usize = 128;
+const ERROR_LEN: usize = 512;
+
+/// The worker's state as sessions see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PublishedRole {
+    /// The worker has not published anything yet.
+    Starting = 0,
+    Follower = 1,
+    PreCandidate = 2,
+    Candidate = 3,
+    Leader = 4,
+    /// The settings or the state directory are unusable; `error` says why.
+    Misconfigured = 5,
+}
+
+impl PublishedRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishedRole::Starting => "starting",
+            PublishedRole::Follower => "follower",
+            PublishedRole::PreCandidate => "pre-candidate",
+            PublishedRole::Candidate => "candidate",
+            PublishedRole::Leader => "leader",
+            PublishedRole::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct NodeSlot {
+    pub id: i32,
+    address: [u8; ADDRESS_LEN],
+    address_len: u16,
+    /// CLOCK_MONOTONIC microseconds of the last authentic datagram from it; 0 never.
+    pub last_contact_us: u64,
+    pub match_index: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub packets_rejected: u64,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Published {
+    /// Bumped on every publish; 0 until the worker first published.
+    pub generation: u64,
+    pub node_id: i32,
+    role: u8,
+    pub term: u64,
+    /// 0 when no leader is known.
+    pub leader_id: i32,
+    /// 0 when no vote was cast in this term.
+    pub voted_for: i32,
+    pub commit_index: u64,
+    /// CLOCK_MONOTONIC microseconds; the lease holds while the clock is before it. 0: no lease.
+    pub lease_deadline_us: u64,
+    pub last_leader_contact_us: u64,
+    error: [u8; ERROR_LEN],
+    error_len: u16,
+    pub node_count: u32,
+    pub nodes: [NodeSlot; MAX_NODES],
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        // SAFETY: every field is a plain integer or an array of them; all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: plain old data with no pointers, valid in any process that maps the segment.
+unsafe impl PGRXSharedMemory for Published {}
+
+pub static PUBLISHED: PgLwLock<Published> = unsafe { PgLwLock::new(c"pg_leader") };
+
+fn copy_into<const N: usize>(dst: &mut [u8; N], len: &mut u16, text: &str) {
+    let mut end = text.len().min(N);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    dst[..end].copy_from_slice(&text.as_bytes()[..end]);
+    *len = end as u16;
+}
+
+impl Published {
+    pub fn role(&self) -> PublishedRole {
+        match self.role {
+            1 => PublishedRole::Follower,
+            2 => PublishedRole::PreCandidate,
+            3 => PublishedRole::Candidate,
+            4 => PublishedRole::Leader,
+            5 => PublishedRole::Misconfigured,
+            _ => PublishedRole::Starting,
+        }
+    }
+
+    pub fn set_role(&mut self, role: PublishedRole) {
+        self.role = role as u8;
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        (self.error_len > 0)
+            .then(|| std::str::from_utf8(&self.error[..self.error_len as usize]).unwrap_or("?"))
+    }
+
+    pub fn set_error(&mut self, error: Option<&str>) {
+        copy_into(&mut self.error, &mut self.error_len, error.unwrap_or(""));
+    }
+
+    pub fn nodes(&self) -> &[NodeSlot] {
+        &self.nodes[..(self.node_count as usize).min(MAX_NODES)]
+    }
+}
+
+impl NodeSlot {
+    pub fn new(id: u32, address: &str) -> NodeSlot {
+        // SAFETY: as for `Published`.
+        let mut slot: NodeSlot = unsafe { std::mem::zeroed() };
+        slot.id = id as i32;
+        copy_into(&mut slot.address, &mut slot.address_len, address);
+        slot
+    }
+
+    pub fn address(&self) -> &str {
+        std::str::from_utf8(&self.address[..self.address_len as usize]).unwrap_or("?")
+    }
+}

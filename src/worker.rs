@@ -1,0 +1,527 @@
+//! The background worker: one per server, started with the postmaster on primaries and standbys
+//! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
+//! -> publish -> send -> log.
+
+use crate::clock::monotonic_now;
+use crate::cluster_config::SettingError;
+use crate::settings::NodeSettings;
+use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use pg_leader_raft::{
+    Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status,
+};
+use pg_leader_storage::Storage;
+use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// The longest the loop sleeps, so that a missed wake-up costs at most this much.
+const MAX_SLEEP: Duration = Duration(100_000);
+
+/// Registers the worker; called from `_PG_init` in the postmaster.
+pub fn register() {
+    pgrx::bgworkers::BackgroundWorkerBuilder::new("pg_leader")
+        .set_type("pg_leader")
+        .set_function("pg_leader_worker_main")
+        .set_library("pg_leader")
+        .enable_shmem_access(None)
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::PostmasterStart)
+        .set_restart_time(Some(std::time::Duration::from_secs(1)))
+        .load();
+}
+
+/// Why the worker cannot run; shown as role `misconfigured` until fixed.
+struct StartError {
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+}
+
+impl From<SettingError> for StartError {
+    fn from(e: SettingError) -> StartError {
+        StartError {
+            message: e.to_string(),
+            detail: Some(e.detail),
+            hint: e.hint,
+        }
+    }
+}
+
+impl StartError {
+    fn plain(message: String, hint: Option<&str>) -> StartError {
+        StartError {
+            message,
+            detail: None,
+            hint: hint.map(str::to_string),
+        }
+    }
+    fn summary(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct PeerStats {
+    last_contact_us: u64,
+    packets_in: u64,
+    packets_out: u64,
+    packets_rejected: u64,
+}
+
+struct Node {
+    settings: NodeSettings,
+    raft: Raft,
+    storage: Storage,
+    socket: UdpSocket,
+    poll: Poll,
+    codec: Codec,
+    addresses: BTreeMap<NodeId, SocketAddr>,
+    windows: BTreeMap<NodeId, ReplayWindow>,
+    stats: BTreeMap<NodeId, PeerStats>,
+    rejected_by_reason: BTreeMap<&'static str, u64>,
+    sent_counter: u64,
+    parent_pid: i32,
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_leader_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    loop {
+        match Node::start() {
+            Ok(mut node) => {
+                node.run();
+                return;
+            }
+            Err(e) => {
+                publish_misconfigured(&e);
+                ereport_start_error(&e);
+                // Stay up, showing the error, until a reload fixes it or the server stops: a
+                // restart loop would only repeat the same message.
+                loop {
+                    if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_secs(1))) {
+                        return;
+                    }
+                    if BackgroundWorker::sighup_received() {
+                        reload_config_file();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn reload_config_file() {
+    // SAFETY: called on the worker's main thread, outside any critical section.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+}
+
+fn ereport_start_error(e: &StartError) {
+    let mut report = pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("pg_leader: {}", e.message),
+        "pg_leader_worker_main",
+    );
+    if let Some(d) = &e.detail {
+        report = report.set_detail(d.clone());
+    }
+    if let Some(h) = &e.hint {
+        report = report.set_hint(h.clone());
+    }
+    report.report(PgLogLevel::LOG);
+}
+
+fn publish_misconfigured(e: &StartError) {
+    let mut p = PUBLISHED.exclusive();
+    p.generation += 1;
+    p.node_id = crate::settings::NODE_ID.get();
+    p.set_role(PublishedRole::Misconfigured);
+    p.leader_id = 0;
+    p.lease_deadline_us = 0;
+    p.set_error(Some(&e.summary()));
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, StartError> {
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            StartError::plain(
+                format!("could not resolve address \"{address}\""),
+                Some("Check pg_leader.peers."),
+            )
+        })
+}
+
+impl Node {
+    fn start() -> Result<Node, StartError> {
+        let settings = NodeSettings::read()?;
+        let me = NodeId(settings.node_id);
+        let storage =
+            Storage::open(&settings.state_dir, &settings.cluster_name, me).map_err(|e| {
+                StartError::plain(
+                    e.to_string(),
+                    Some("The state directory must be this server's own; see pg_leader.state_dir."),
+                )
+            })?;
+        let mut addresses = BTreeMap::new();
+        for peer in &settings.peers {
+            addresses.insert(NodeId(peer.id), resolve(&peer.address())?);
+        }
+        let own = addresses[&me];
+        let mut socket = UdpSocket::bind(own).map_err(|e| {
+            StartError::plain(
+                format!("could not bind UDP socket to {own}: {e}"),
+                Some("Is another server using this port?"),
+            )
+        })?;
+        let poll = Poll::new()
+            .map_err(|e| StartError::plain(format!("could not create poll: {e}"), None))?;
+        poll.registry()
+            .register(&mut socket, Token(0), Interest::READABLE)
+            .map_err(|e| StartError::plain(format!("could not register socket: {e}"), None))?;
+        let config = Config::new(me, addresses.keys().copied().collect()).with_timing(
+            Duration::from_millis(settings.heartbeat_ms as u64),
+            Duration::from_millis(settings.election_timeout_ms as u64),
+        );
+        let now = monotonic_now();
+        let seed =
+            now.as_micros() ^ (std::process::id() as u64) << 20 ^ (settings.node_id as u64) << 48;
+        let raft = Raft::new(
+            config,
+            storage.persisted().clone(),
+            Box::new(SplitMix64::new(seed)),
+            now,
+        )
+        .map_err(|e| StartError::plain(format!("invalid configuration: {e}"), None))?;
+        let codec = Codec::new(&settings.cluster_name, &settings.secret);
+        pgrx::log!(
+            "pg_leader: node {} listening on {own} (cluster \"{}\", {} voters, term {})",
+            me,
+            settings.cluster_name,
+            addresses.len(),
+            raft.term()
+        );
+        let stats = addresses
+            .keys()
+            .map(|id| (*id, PeerStats::default()))
+            .collect();
+        let mut node = Node {
+            settings,
+            raft,
+            storage,
+            socket,
+            poll,
+            codec,
+            addresses,
+            windows: BTreeMap::new(),
+            stats,
+            rejected_by_reason: BTreeMap::new(),
+            sent_counter: 0,
+            // SAFETY: getppid cannot fail.
+            parent_pid: unsafe { libc::getppid() },
+        };
+        node.process_ready();
+        Ok(node)
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(16);
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            if BackgroundWorker::sigterm_received() {
+                self.shut_down();
+                return;
+            }
+            if BackgroundWorker::sighup_received() {
+                self.reload();
+            }
+            // SAFETY: getppid cannot fail. A new parent means the postmaster is gone.
+            if unsafe { libc::getppid() } != self.parent_pid {
+                self.unpublish();
+                return;
+            }
+            let now = monotonic_now();
+            let deadline = self.raft.next_deadline();
+            if deadline <= now {
+                self.raft.tick(now);
+                self.process_ready();
+                continue;
+            }
+            let wait = deadline.saturating_since(now).min(MAX_SLEEP);
+            match self.poll.poll(
+                &mut events,
+                Some(std::time::Duration::from_micros(wait.as_micros())),
+            ) {
+                Ok(()) => {}
+                // A signal: the flags are checked at the top of the loop.
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => pgrx::error!("pg_leader: could not wait for events: {e}"),
+            }
+            self.receive_all(&mut buf);
+        }
+    }
+
+    fn receive_all(&mut self, buf: &mut [u8]) {
+        loop {
+            match self.socket.recv_from(buf) {
+                Ok((len, _from)) => {
+                    let datagram = buf[..len].to_vec();
+                    self.handle_datagram(&datagram);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    pgrx::debug1!("pg_leader: receive failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, claimed: Option<NodeId>, reason: Reject) {
+        let me = self.raft.id();
+        let who = claimed
+            .filter(|id| self.stats.contains_key(id))
+            .unwrap_or(me);
+        self.stats.entry(who).or_default().packets_rejected += 1;
+        let count = self.rejected_by_reason.entry(reason.as_str()).or_default();
+        *count += 1;
+        // Rate-limited: the first of each reason, then every 1000th.
+        if *count == 1 || *count % 1000 == 0 {
+            pgrx::log!(
+                "pg_leader: rejected {} datagram(s) claiming to be from node {} ({reason})",
+                count,
+                who
+            );
+        }
+        self.publish();
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8]) {
+        let claimed = pg_leader_wire::frame::claimed_sender(datagram);
+        let (header, msg) = match self.codec.open(datagram) {
+            Ok(opened) => opened,
+            Err(reason) => return self.reject(claimed, reason),
+        };
+        if header.sender == self.raft.id() || !self.addresses.contains_key(&header.sender) {
+            return self.reject(None, Reject::UnknownSender);
+        }
+        if !self
+            .windows
+            .entry(header.sender)
+            .or_default()
+            .accept(header.epoch, header.counter)
+        {
+            return self.reject(Some(header.sender), Reject::Replay);
+        }
+        let now = monotonic_now();
+        if self.raft.step(msg, now).is_err() {
+            return self.reject(Some(header.sender), Reject::Malformed);
+        }
+        let stats = self.stats.entry(header.sender).or_default();
+        stats.packets_in += 1;
+        stats.last_contact_us = now.as_micros();
+        self.process_ready();
+    }
+
+    /// The fixed order: persist, publish, send, log.
+    fn process_ready(&mut self) {
+        let ready = self.raft.take_ready();
+        if let Err(e) = self.storage.save(&ready) {
+            self.unpublish();
+            // Nothing that depends on this state may leave: exit, and restart from the disk.
+            pgrx::error!("pg_leader: could not make its state durable: {e}");
+        }
+        self.publish();
+        self.send(&ready);
+        self.log_events(&ready);
+    }
+
+    fn send(&mut self, ready: &Ready) {
+        for msg in &ready.messages {
+            let Some(addr) = self.addresses.get(&msg.to) else {
+                continue;
+            };
+            self.sent_counter += 1;
+            let datagram = self
+                .codec
+                .seal(msg, self.storage.boot_epoch(), self.sent_counter);
+            match self.socket.send_to(&datagram, *addr) {
+                Ok(_) => self.stats.entry(msg.to).or_default().packets_out += 1,
+                Err(e) => {
+                    pgrx::debug1!("pg_leader: could not send to node {} ({addr}): {e}", msg.to)
+                }
+            }
+        }
+    }
+
+    fn log_events(&self, ready: &Ready) {
+        for event in &ready.events {
+            match event {
+                Event::RoleChanged {
+                    role,
+                    term,
+                    leader,
+                    cause,
+                } => {
+                    let leader = leader.map_or("unknown".to_string(), |l| l.to_string());
+                    let text = format!(
+                        "pg_leader: node {} is now {role} in term {term}, leader {leader} ({cause})",
+                        self.raft.id()
+                    );
+                    // Campaign steps of a cut-off node would flood the log: keep them at DEBUG1.
+                    let quiet = matches!(role, Role::PreCandidate)
+                        || matches!(cause, Cause::LostElection | Cause::Start);
+                    if quiet {
+                        pgrx::debug1!("{text}");
+                    } else {
+                        pgrx::log!("{text}");
+                    }
+                }
+                Event::LeaderChanged { term, leader } => {
+                    pgrx::log!("pg_leader: node {leader} leads term {term}");
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let status: Status = self.raft.status();
+        let mut p = PUBLISHED.exclusive();
+        p.generation += 1;
+        p.node_id = status.id.0 as i32;
+        p.set_role(match status.role {
+            Role::Follower => PublishedRole::Follower,
+            Role::PreCandidate => PublishedRole::PreCandidate,
+            Role::Candidate => PublishedRole::Candidate,
+            Role::Leader => PublishedRole::Leader,
+        });
+        p.term = status.term.0;
+        p.leader_id = status.leader_id.map_or(0, |l| l.0 as i32);
+        p.voted_for = status.voted_for.map_or(0, |v| v.0 as i32);
+        p.commit_index = status.commit_index.0;
+        p.lease_deadline_us = status.lease_deadline.map_or(0, |d| d.as_micros());
+        p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
+        p.set_error(None);
+        p.node_count = self.settings.peers.len() as u32;
+        for (slot, peer) in p.nodes.iter_mut().zip(&self.settings.peers) {
+            let id = NodeId(peer.id);
+            let stats = self.stats.get(&id).copied().unwrap_or_default();
+            *slot = NodeSlot::new(peer.id, &peer.address());
+            slot.last_contact_us = stats.last_contact_us;
+            slot.packets_in = stats.packets_in;
+            slot.packets_out = stats.packets_out;
+            slot.packets_rejected = stats.packets_rejected;
+            slot.match_index = if id == status.id {
+                status.last_index.0
+            } else {
+                self.raft.follower_progress(id).map_or(0, |(m, _)| m.0)
+            };
+        }
+    }
+
+    /// No lease, no role: what sessions must see once this worker stops driving the core.
+    fn unpublish(&self) {
+        let mut p = PUBLISHED.exclusive();
+        p.generation += 1;
+        p.set_role(PublishedRole::Starting);
+        p.lease_deadline_us = 0;
+        p.leader_id = 0;
+    }
+
+    fn reload(&mut self) {
+        reload_config_file();
+        let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
+        let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
+        if (heartbeat, election)
+            != (
+                self.settings.heartbeat_ms,
+                self.settings.election_timeout_ms,
+            )
+        {
+            let result = crate::cluster_config::check_timing(heartbeat, election)
+                .map_err(StartError::from)
+                .and_then(|_| {
+                    self.raft
+                        .set_timing(
+                            Duration::from_millis(heartbeat as u64),
+                            Duration::from_millis(election as u64),
+                        )
+                        .map_err(|e| StartError::plain(e.to_string(), None))
+                });
+            match result {
+                Ok(()) => {
+                    self.settings.heartbeat_ms = heartbeat;
+                    self.settings.election_timeout_ms = election;
+                    pgrx::log!("pg_leader: heartbeat interval {heartbeat}ms, election timeout {election}ms");
+                }
+                Err(e) => {
+                    ereport_start_error(&e);
+                    pgrx::log!(
+                        "pg_leader: keeping heartbeat interval {}ms and election timeout {}ms",
+                        self.settings.heartbeat_ms,
+                        self.settings.election_timeout_ms
+                    );
+                }
+            }
+        }
+        match crate::cluster_config::read_secret(
+            &crate::settings::SECRET_FILE
+                .get()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ) {
+            Ok(secret) if secret != self.settings.secret => {
+                self.codec = Codec::new(&self.settings.cluster_name, &secret);
+                self.settings.secret = secret;
+                pgrx::log!("pg_leader: secret reloaded");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ereport_start_error(&StartError::from(e));
+                pgrx::log!("pg_leader: keeping the previous secret");
+            }
+        }
+    }
+
+    /// A clean stop: a leader hands over to the most caught-up voter before it goes, so the
+    /// cluster need not wait for an election timeout.
+    fn shut_down(&mut self) {
+        if self.raft.role() == Role::Leader {
+            let me = self.raft.id();
+            let target = self
+                .addresses
+                .keys()
+                .copied()
+                .filter(|id| *id != me)
+                .max_by_key(|id| {
+                    self.raft
+                        .follower_progress(*id)
+                        .map(|(m, heard)| (m, heard))
+                });
+            if let Some(target) = target {
+                let now = monotonic_now();
+                if self.raft.transfer_leadership(target, now).is_ok() {
+                    // The lease is given up and published first; TimeoutNow leaves at the tick.
+                    self.process_ready();
+                    self.raft.tick(monotonic_now());
+                    self.process_ready();
+                    pgrx::log!(
+                        "pg_leader: node {me} shutting down, handed leadership to node {target}"
+                    );
+                }
+            }
+        }
+        self.unpublish();
+    }
+}

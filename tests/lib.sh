@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Helpers for end-to-end tests on real PostgreSQL 15 servers on loopback. Servers run as the
+# postgres user when the caller is root (PostgreSQL refuses root), as the caller otherwise.
+# Every server a test starts is stopped by `cluster_cleanup`, which tests install as an EXIT trap.
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BASE_PG_PORT=${BASE_PG_PORT:-55400}
+BASE_RAFT_PORT=${BASE_RAFT_PORT:-57400}
+
+if [ "$(id -u)" -eq 0 ]; then
+  RUN_AS=(runuser -u postgres --)
+else
+  RUN_AS=()
+fi
+
+as_pg() { "${RUN_AS[@]}" "$@"; }
+
+# cluster_init WORKDIR N [extra postgresql.conf lines...]
+cluster_init() {
+  WORK=$1; N=$2; shift 2
+  mkdir -p "$WORK"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"
+  as_pg bash -c "umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > '$WORK/secret'"
+  PEERS=""
+  for i in $(seq 1 "$N"); do
+    PEERS+="${PEERS:+, }$i=127.0.0.1:$((BASE_RAFT_PORT + i))"
+  done
+  for i in $(seq 1 "$N"); do
+    as_pg "$PGBIN/initdb" -D "$WORK/n$i" -A trust -U postgres --no-sync >/dev/null
+    cat <<CONF | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null
+port = $((BASE_PG_PORT + i))
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+shared_buffers = 16MB
+max_connections = 20
+fsync = on
+shared_preload_libraries = 'pg_leader'
+pg_leader.node_id = $i
+pg_leader.peers = '$PEERS'
+pg_leader.cluster_name = 'e2e'
+pg_leader.secret_file = '$WORK/secret'
+CONF
+    for line in "$@"; do echo "$line" | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null; done
+  done
+}
+
+node_start() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -w -t 30 start >/dev/null; }
+node_stop() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -m "${2:-fast}" -w -t 30 stop >/dev/null 2>&1 || true; }
+node_pid() { head -1 "$WORK/n$1/postmaster.pid" 2>/dev/null; }
+
+# sql NODE QUERY: one value, unaligned
+sql() { as_pg psql -X -q -At -h "$WORK" -p $((BASE_PG_PORT + $1)) -U postgres -d postgres -c "$2"; }
+
+cluster_cleanup() {
+  [ -n "${WORK:-}" ] || return 0
+  for d in "$WORK"/n*/; do
+    [ -f "$d/postmaster.pid" ] || continue
+    as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate -w -t 10 stop >/dev/null 2>&1 || kill -9 "$(head -1 "$d/postmaster.pid")" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+
+# wait_for TIMEOUT_S DESCRIPTION COMMAND...: retries COMMAND every 50 ms until it succeeds.
+wait_for() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "gave up after ${timeout}s waiting for: $what" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+
+# The ids of the nodes among "$@" that answer pg_leader_is_leader() = true.
+leaders_among() {
+  local out=""
+  for i in "$@"; do
+    [ "$(sql "$i" 'SELECT pg_leader_is_leader()' 2>/dev/null)" = "t" ] && out+="$i "
+  done
+  echo "$out"
+}
+
+# True when exactly one of "$@" leads and all of them name it and agree on the term.
+one_agreed_leader() {
+  local leaders; leaders=$(leaders_among "$@")
+  [ "$(echo $leaders | wc -w)" -eq 1 ] || return 1
+  local l=${leaders% } first=""
+  for i in "$@"; do
+    local row; row=$(sql "$i" "SELECT pg_leader_leader_id() || '/' || pg_leader_term()")
+    [ -n "$first" ] || first=$row
+    [ "$row" = "$first" ] && [ "${row%%/*}" = "$l" ] || return 1
+  done
+}
+
+# Plain test bookkeeping.
+PASSED=0; FAILED=0
+check() {
+  local name=$1; shift
+  if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); fi
+}
