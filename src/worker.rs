@@ -86,7 +86,8 @@ struct Node {
     windows: BTreeMap<NodeId, ReplayWindow>,
     stats: BTreeMap<NodeId, PeerStats>,
     rejected_by_reason: BTreeMap<&'static str, u64>,
-    sent_counter: u64,
+    /// Datagrams sent to each peer in this boot: each receiver sees one gapless sequence.
+    sent_counters: BTreeMap<NodeId, u64>,
     parent_pid: i32,
 }
 
@@ -226,7 +227,7 @@ impl Node {
             windows: BTreeMap::new(),
             stats,
             rejected_by_reason: BTreeMap::new(),
-            sent_counter: 0,
+            sent_counters: BTreeMap::new(),
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -352,10 +353,9 @@ impl Node {
             let Some(addr) = self.addresses.get(&msg.to) else {
                 continue;
             };
-            self.sent_counter += 1;
-            let datagram = self
-                .codec
-                .seal(msg, self.storage.boot_epoch(), self.sent_counter);
+            let counter = self.sent_counters.entry(msg.to).or_default();
+            *counter += 1;
+            let datagram = self.codec.seal(msg, self.storage.boot_epoch(), *counter);
             match self.socket.send_to(&datagram, *addr) {
                 Ok(_) => self.stats.entry(msg.to).or_default().packets_out += 1,
                 Err(e) => {

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# End-to-end tests of the extension on real PostgreSQL 15 servers on loopback: the SQL functions
+# on one server, the errors without preload and with bad settings, three servers agreeing on one
+# leader, hostile datagrams, and a failover after SIGKILL.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source tests/lib.sh
+INJECT=${INJECT:-target/release/pg-leader-inject}
+
+WORK=$(mktemp -d /tmp/pg_leader_e2e.XXXXXX)
+trap cluster_cleanup EXIT
+
+echo "# one server"
+cluster_init "$WORK" 1
+node_start 1
+sql 1 "CREATE EXTENSION pg_leader" >/dev/null
+check "no leader is known right after start" test "$(sql 1 'SELECT pg_leader_leader_id() IS NULL')" = t
+check "a single server elects itself within two election timeouts" wait_for 3 "node 1 to lead" one_agreed_leader 1
+check "pg_leader_node_id() is 1" test "$(sql 1 'SELECT pg_leader_node_id()')" = 1
+check "pg_leader_leader_id() is 1" test "$(sql 1 'SELECT pg_leader_leader_id()')" = 1
+check "pg_leader_term() is at least 1" test "$(sql 1 'SELECT pg_leader_term() >= 1')" = t
+check "pg_leader_wait_for_leader() returns the leader" test "$(sql 1 'SELECT pg_leader_wait_for_leader(5000)')" = 1
+check "pg_leader_status() shows a lease on the leader" \
+  test "$(sql 1 "SELECT role || ',' || (lease_remaining_ms > 0) || ',' || coalesce(error, 'none') FROM pg_leader_status()")" = "leader,true,none"
+check "pg_leader_nodes() lists this server" \
+  test "$(sql 1 "SELECT node_id || ',' || address || ',' || is_self || ',' || is_leader FROM pg_leader_nodes()")" = "1,127.0.0.1:$((BASE_RAFT_PORT + 1)),true,true"
+check "the secret file is hidden from ordinary users" \
+  test "$(sql 1 "CREATE ROLE plain LOGIN; SET ROLE plain; SELECT count(*) FROM pg_settings WHERE name = 'pg_leader.secret_file'")" = 0
+
+echo "# bad settings: the worker stays up as 'misconfigured' and says why"
+node_stop 1
+echo "pg_leader.node_id = 7" | as_pg tee -a "$WORK/n1/postgresql.conf" >/dev/null
+node_start 1
+status_error_mentions() { sql 1 "SELECT error FROM pg_leader_status() WHERE role = 'misconfigured'" | grep -q "$1"; }
+check "a node id missing from the peers is reported" wait_for 5 "misconfigured" status_error_mentions pg_leader.node_id
+check "and logged once" test "$(grep -c 'Node id 7 is not in pg_leader.peers' "$WORK/n1.log")" = 1
+check "is_leader is false while misconfigured" test "$(sql 1 'SELECT pg_leader_is_leader()')" = f
+node_stop 1
+sed -i '/pg_leader.node_id = 7/d' "$WORK/n1/postgresql.conf"
+chmod 644 "$WORK/secret"
+node_start 1
+check "a secret file readable by others is refused" wait_for 5 "misconfigured" status_error_mentions 'mode 0644'
+chmod 600 "$WORK/secret"
+sql 1 "SELECT pg_reload_conf()" >/dev/null
+check "fixing it and reloading is enough" wait_for 5 "node 1 to lead after reload" one_agreed_leader 1
+node_stop 1
+
+echo "# without shared_preload_libraries"
+sed -i "/shared_preload_libraries/d" "$WORK/n1/postgresql.conf"
+node_start 1
+err=$(sql 1 "SELECT pg_leader_is_leader()" 2>&1)
+check "every function raises a clear error with a hint" \
+  bash -c "grep -q 'pg_leader must be loaded via shared_preload_libraries' <<<\"\$0\" && grep -q 'HINT:  Add pg_leader to shared_preload_libraries' <<<\"\$0\"" "$err"
+check "and the server keeps running" test "$(sql 1 'SELECT 1')" = 1
+node_stop 1
+rm -rf "$WORK/n1"
+
+echo "# three servers"
+cluster_init "$WORK" 3
+for i in 1 2 3; do node_start $i; done
+for i in 1 2 3; do sql $i "CREATE EXTENSION pg_leader" >/dev/null; done
+check "exactly one leader, reported the same by all three" wait_for 10 "one agreed leader" one_agreed_leader 1 2 3
+leader=$(leaders_among 1 2 3); leader=${leader% }
+follower=$(( leader % 3 + 1 ))
+term=$(sql "$leader" "SELECT pg_leader_term()")
+echo "leader $leader, term $term; attacking follower $follower"
+fport=$((BASE_RAFT_PORT + follower))
+timeout 5 tcpdump -i lo -w "$WORK/capture.pcap" -c 20 "udp and dst port $fport" >/dev/null 2>&1
+rejected_before=$(sql "$follower" "SELECT sum(packets_rejected) FROM pg_leader_nodes()")
+for kind in wrong-secret other-cluster garbage truncated oversized; do
+  "$INJECT" --to "127.0.0.1:$fport" --kind "$kind" --count 1000 --from "$leader" --target "$follower" --secret-file "$WORK/secret" >/dev/null
+done
+"$INJECT" --to "127.0.0.1:$fport" --kind replay --count 1000 --pcap "$WORK/capture.pcap" >/dev/null
+sleep 1
+rejected_after=$(sql "$follower" "SELECT sum(packets_rejected) FROM pg_leader_nodes()")
+echo "packets_rejected on node $follower: $rejected_before -> $rejected_after"
+sql "$follower" "SELECT node_id, packets_in, packets_out, packets_rejected FROM pg_leader_nodes()" | sed 's/^/  /'
+check "6000 hostile datagrams are all rejected and counted" test $((rejected_after - rejected_before)) -ge 6000
+check "they changed neither the leader nor the term" \
+  test "$(sql "$follower" "SELECT pg_leader_leader_id() || '/' || pg_leader_term()")" = "$leader/$term"
+check "the cluster still agrees" one_agreed_leader 1 2 3
+
+echo "# SIGKILL of the leader's postmaster"
+survivors=$(for i in 1 2 3; do [ "$i" != "$leader" ] && echo -n "$i "; done)
+kill -9 "$(node_pid "$leader")"
+start_ns=$(date +%s%N)
+check "the survivors elect exactly one new leader" wait_for 10 "a new leader" one_agreed_leader $survivors
+echo "new leader seen through SQL on every survivor after $(( ($(date +%s%N) - start_ns) / 1000000 )) ms"
+new_term=$(sql "${survivors%% *}" "SELECT pg_leader_term()")
+# The killed postmaster's children exit on their own; wait before restarting it.
+sleep 2
+rm -f "$WORK/n$leader/postmaster.pid"
+node_start "$leader"
+check "the old leader rejoins as a follower" wait_for 10 "three agree" one_agreed_leader 1 2 3
+check "without raising the term (PreVote)" test "$(sql "$leader" "SELECT pg_leader_term()")" = "$new_term"
+
+echo
+echo "extension: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
