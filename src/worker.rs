@@ -11,7 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use pg_leader_raft::{
     Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status,
 };
-use pg_leader_storage::Storage;
+use pg_leader_storage::{Storage, StorageError};
 use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -150,6 +150,28 @@ fn publish_misconfigured(e: &StartError) {
     p.set_error(Some(&e.summary()));
 }
 
+/// The node refuses to run on state it cannot trust, and says what to do about it.
+fn storage_error(e: StorageError, me: NodeId) -> StartError {
+    let hint = match &e {
+        StorageError::NotOurs { node_id, .. } => format!(
+            "The file was copied from node {node_id}, by pg_basebackup or pg_rewind. If this server \
+             never ran as node {me} with this state directory, remove the file; otherwise restore \
+             its own."
+        ),
+        StorageError::Corrupt { .. } => "This node does not vote until its state can be trusted: \
+             restore the file from a backup of this server."
+            .to_string(),
+        StorageError::Io { .. } => "Check that pg_leader.state_dir exists, is writable by the \
+             server's user and has free space."
+            .to_string(),
+    };
+    StartError {
+        message: e.to_string(),
+        detail: None,
+        hint: Some(hint),
+    }
+}
+
 fn resolve(address: &str) -> Result<SocketAddr, StartError> {
     address
         .to_socket_addrs()
@@ -167,13 +189,8 @@ impl Node {
     fn start() -> Result<Node, StartError> {
         let settings = NodeSettings::read()?;
         let me = NodeId(settings.node_id);
-        let storage =
-            Storage::open(&settings.state_dir, &settings.cluster_name, me).map_err(|e| {
-                StartError::plain(
-                    e.to_string(),
-                    Some("The state directory must be this server's own; see pg_leader.state_dir."),
-                )
-            })?;
+        let storage = Storage::open(&settings.state_dir, &settings.cluster_name, me)
+            .map_err(|e| storage_error(e, me))?;
         let mut addresses = BTreeMap::new();
         for peer in &settings.peers {
             addresses.insert(NodeId(peer.id), resolve(&peer.address())?);
@@ -298,7 +315,7 @@ impl Node {
         let count = self.rejected_by_reason.entry(reason.as_str()).or_default();
         *count += 1;
         // Rate-limited: the first of each reason, then every 1000th.
-        if *count == 1 || *count % 1000 == 0 {
+        if *count == 1 || (*count).is_multiple_of(1000) {
             pgrx::log!(
                 "pg_leader: rejected {} datagram(s) claiming to be from node {} ({reason})",
                 count,
@@ -507,7 +524,6 @@ impl Node {
                 .max_by_key(|id| {
                     self.raft
                         .follower_progress(*id)
-                        .map(|(m, heard)| (m, heard))
                 });
             if let Some(target) = target {
                 let now = monotonic_now();
