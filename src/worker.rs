@@ -521,10 +521,7 @@ impl Node {
                 .keys()
                 .copied()
                 .filter(|id| *id != me)
-                .max_by_key(|id| {
-                    self.raft
-                        .follower_progress(*id)
-                });
+                .max_by_key(|id| self.raft.follower_progress(*id));
             if let Some(target) = target {
                 let now = monotonic_now();
                 if self.raft.transfer_leadership(target, now).is_ok() {
