@@ -94,6 +94,29 @@ node_start "$leader"
 check "the old leader rejoins as a follower" wait_for 10 "three agree" one_agreed_leader 1 2 3
 check "without raising the term (PreVote)" test "$(sql "$leader" "SELECT pg_leader_term()")" = "$new_term"
 
+echo "# planned stop of the leader hands over"
+leader=$(leaders_among 1 2 3); leader=${leader% }
+survivors=$(for i in 1 2 3; do [ "$i" != "$leader" ] && echo -n "$i "; done)
+node_stop "$leader" fast
+handed_over() { cat "$WORK"/n*.log | grep -q "handed leadership to node"; }
+took_over() { for i in $survivors; do grep -q "leader unknown (leadership transfer)" "$WORK/n$i.log" && return 0; done; return 1; }
+check "the stopping leader handed over before its worker exited" handed_over
+check "a survivor campaigned at once on TimeoutNow" wait_for 5 "the transfer" took_over
+check "and leads, agreed by both survivors" wait_for 5 "one agreed leader" one_agreed_leader $survivors
+node_start "$leader"
+check "the stopped node rejoins" wait_for 10 "three agree" one_agreed_leader 1 2 3
+
+echo "# settings through SHOW and reload"
+check "SHOW speaks PostgreSQL units" test "$(sql 1 'SHOW pg_leader.election_timeout')" = 1s
+sql 1 "ALTER SYSTEM SET pg_leader.heartbeat_interval = '50ms'" >/dev/null
+sql 1 "SELECT pg_reload_conf()" >/dev/null
+check "a reload changes the heartbeat interval" wait_for 5 "the reload" grep -q "heartbeat interval 50ms" "$WORK/n1.log"
+sql 1 "ALTER SYSTEM SET pg_leader.heartbeat_interval = '900ms'" >/dev/null
+sql 1 "SELECT pg_reload_conf()" >/dev/null
+check "an unsafe heartbeat is refused on reload and the old one kept" wait_for 5 "the refusal" \
+  grep -q "keeping heartbeat interval 50ms" "$WORK/n1.log"
+check "the cluster still agrees after the reloads" one_agreed_leader 1 2 3
+
 echo
 echo "extension: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
