@@ -146,14 +146,15 @@ pub fn read_secret(path: &str) -> Result<Vec<u8>, SettingError> {
             Some(hint),
         ));
     }
-    let meta = std::fs::metadata(Path::new(path)).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         error(
             SETTING,
             path,
             format!("Could not read the file: {e}."),
             None,
         )
-    })?;
+    };
+    let meta = std::fs::metadata(Path::new(path)).map_err(unreadable)?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         let detail = format!(
@@ -162,14 +163,7 @@ pub fn read_secret(path: &str) -> Result<Vec<u8>, SettingError> {
         );
         return Err(error(SETTING, path, detail, Some("Run chmod 600 on it.")));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
-        error(
-            SETTING,
-            path,
-            format!("Could not read the file: {e}."),
-            None,
-        )
-    })?;
+    let bytes = std::fs::read(path).map_err(unreadable)?;
     let secret = bytes.trim_ascii().to_vec();
     if secret.len() < MIN_SECRET_BYTES {
         let detail = format!(
