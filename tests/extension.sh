@@ -55,10 +55,11 @@ check "and the server keeps running" test "$(sql 1 'SELECT 1')" = 1
 node_stop 1
 rm -rf "$WORK/n1"
 
-echo "# three servers"
-cluster_init "$WORK" 3
-for i in 1 2 3; do node_start $i; done
-for i in 1 2 3; do sql $i "CREATE EXTENSION pg_leader" >/dev/null; done
+echo "# three servers: a primary and two pg_basebackup standbys"
+cluster_init_replicated "$WORK" 3
+sql 1 "CREATE EXTENSION pg_leader" >/dev/null
+for i in 2 3; do node_start $i; done
+check "nodes 2 and 3 are standbys" test "$(sql 2 'SELECT pg_is_in_recovery()')$(sql 3 'SELECT pg_is_in_recovery()')" = tt
 check "exactly one leader, reported the same by all three" wait_for 10 "one agreed leader" one_agreed_leader 1 2 3
 leader=$(leaders_among 1 2 3); leader=${leader% }
 follower=$(( leader % 3 + 1 ))
@@ -105,6 +106,29 @@ check "a survivor campaigned at once on TimeoutNow" wait_for 5 "the transfer" to
 check "and leads, agreed by both survivors" wait_for 5 "one agreed leader" one_agreed_leader $survivors
 node_start "$leader"
 check "the stopped node rejoins" wait_for 10 "three agree" one_agreed_leader 1 2 3
+
+echo "# a standby with hot_standby = off still takes part"
+echo "hot_standby = off" | as_pg tee -a "$WORK/n3/postgresql.conf" >/dev/null
+node_stop 3
+node_start_unready() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -W start >/dev/null; }
+node_start_unready 3
+# Followers answer only the leader: ask the leader whether it hears node 3.
+node3_heard() {
+  local l; l=$(leaders_among 1 2); l=${l% }
+  [ -n "$l" ] && [ "$(sql "$l" "SELECT last_contact_ms < 500 FROM pg_leader_nodes() WHERE node_id = 3")" = t ]
+}
+check "its worker talks to the others although it accepts no connections" wait_for 10 "node 3's datagrams" node3_heard
+node_stop 3
+sed -i '/hot_standby = off/d' "$WORK/n3/postgresql.conf"
+node_start 3
+
+echo "# the worker restarts after a crash"
+worker_pid() { pgrep -f "postgres: pg_leader" -P "$(node_pid 2)"; }
+old_worker=$(worker_pid)
+kill -9 "$old_worker"
+new_worker_up() { local p; p=$(worker_pid) && [ -n "$p" ] && [ "$p" != "$old_worker" ]; }
+check "a killed worker is started again" wait_for 15 "a new worker" new_worker_up
+check "and the node rejoins the cluster" wait_for 15 "three agree" one_agreed_leader 1 2 3
 
 echo "# settings through SHOW and reload"
 check "SHOW speaks PostgreSQL units" test "$(sql 1 'SHOW pg_leader.election_timeout')" = 1s

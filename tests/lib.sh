@@ -16,32 +16,67 @@ fi
 as_pg() { "${RUN_AS[@]}" "$@"; }
 
 # cluster_init WORKDIR N [extra postgresql.conf lines...]
+# N independent servers (each its own initdb), all running pg_leader.
 cluster_init() {
   WORK=$1; N=$2; shift 2
+  cluster_prepare "$N"
+  for i in $(seq 1 "$N"); do
+    as_pg "$PGBIN/initdb" -D "$WORK/n$i" -A trust -U postgres --no-sync >/dev/null
+    node_configure "$i" "$@"
+  done
+}
+
+# cluster_init_replicated WORKDIR N [extra lines...]
+# The real topology: node 1 is a primary, nodes 2..N are streaming standbys made with
+# pg_basebackup. Node 1 is left running.
+cluster_init_replicated() {
+  WORK=$1; N=$2; shift 2
+  cluster_prepare "$N"
+  as_pg "$PGBIN/initdb" -D "$WORK/n1" -A trust -U postgres --no-sync >/dev/null
+  node_configure 1 "$@"
+  node_start 1
+  for i in $(seq 2 "$N"); do
+    as_pg "$PGBIN/pg_basebackup" -h "$WORK" -p $((BASE_PG_PORT + 1)) -U postgres -D "$WORK/n$i" -R -X stream >/dev/null
+    # The copy carries node 1's pg_leader state, which node $i must never take as its own.
+    as_pg rm -rf "$WORK/n$i/pg_leader"
+    node_write_identity "$i"
+  done
+}
+
+cluster_prepare() {
   mkdir -p "$WORK"
   [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"
   as_pg bash -c "umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > '$WORK/secret'"
   PEERS=""
-  for i in $(seq 1 "$N"); do
+  for i in $(seq 1 "$1"); do
     PEERS+="${PEERS:+, }$i=127.0.0.1:$((BASE_RAFT_PORT + i))"
   done
-  for i in $(seq 1 "$N"); do
-    as_pg "$PGBIN/initdb" -D "$WORK/n$i" -A trust -U postgres --no-sync >/dev/null
-    cat <<CONF | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null
-port = $((BASE_PG_PORT + i))
+}
+
+# The settings every node shares go to postgresql.conf; the node's own (port, id) to node.conf,
+# which pg_basebackup copies too and node_write_identity then rewrites.
+node_configure() {
+  local i=$1; shift
+  cat <<CONF | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null
 listen_addresses = ''
 unix_socket_directories = '$WORK'
 shared_buffers = 16MB
 max_connections = 20
-fsync = on
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
 shared_preload_libraries = 'pg_leader'
-pg_leader.node_id = $i
 pg_leader.peers = '$PEERS'
 pg_leader.cluster_name = 'e2e'
 pg_leader.secret_file = '$WORK/secret'
+include_if_exists = 'node.conf'
 CONF
-    for line in "$@"; do echo "$line" | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null; done
-  done
+  for line in "$@"; do echo "$line" | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null; done
+  node_write_identity "$i"
+}
+
+node_write_identity() {
+  printf "port = %s\npg_leader.node_id = %s\n" $((BASE_PG_PORT + $1)) "$1" | as_pg tee "$WORK/n$1/node.conf" >/dev/null
 }
 
 node_start() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -w -t 30 start >/dev/null; }
