@@ -1,0 +1,307 @@
+//! The cluster's layout on disk and the life of its servers: node 1 is a primary made with
+//! initdb, the others streaming standbys made with pg_basebackup, all running pg_leader.
+
+use crate::run::{as_postgres, check, is_root, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+const LAYOUT_FILE: &str = "cluster.conf";
+
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: u32,
+    pub base_pg_port: u16,
+    pub base_raft_port: u16,
+}
+
+impl Cluster {
+    pub fn new(dir: PathBuf, nodes: u32, base_pg_port: u16) -> Cluster {
+        Cluster {
+            dir,
+            nodes,
+            base_pg_port,
+            base_raft_port: base_pg_port + 2000,
+        }
+    }
+
+    /// The cluster that `up` left in `dir`.
+    pub fn load(dir: &Path) -> Result<Cluster> {
+        let text = fs::read_to_string(dir.join(LAYOUT_FILE)).map_err(|_| {
+            format!(
+                "no cluster in \"{}\": run `pg_leader-cluster up` first",
+                dir.display()
+            )
+        })?;
+        let value = |key: &str| -> Result<u32> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    format!("\"{}\" has no valid {key}", dir.join(LAYOUT_FILE).display())
+                })
+        };
+        Ok(Cluster::new(
+            dir.to_path_buf(),
+            value("nodes")?,
+            value("base_pg_port")? as u16,
+        ))
+    }
+
+    fn save(&self) -> Result<()> {
+        let text = format!("nodes={}\nbase_pg_port={}\n", self.nodes, self.base_pg_port);
+        fs::write(self.dir.join(LAYOUT_FILE), text)
+            .map_err(|e| format!("could not write the layout: {e}"))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u32> {
+        1..=self.nodes
+    }
+
+    pub fn pg_port(&self, node: u32) -> u16 {
+        self.base_pg_port + node as u16
+    }
+
+    pub fn raft_port(&self, node: u32) -> u16 {
+        self.base_raft_port + node as u16
+    }
+
+    pub fn data_dir(&self, node: u32) -> PathBuf {
+        self.dir.join(format!("n{node}"))
+    }
+
+    pub fn log_file(&self, node: u32) -> PathBuf {
+        self.dir.join(format!("n{node}.log"))
+    }
+
+    pub fn check_node(&self, node: u32) -> Result<u32> {
+        if (1..=self.nodes).contains(&node) {
+            Ok(node)
+        } else {
+            Err(format!(
+                "no node {node}: this cluster has nodes 1 to {}",
+                self.nodes
+            ))
+        }
+    }
+
+    fn peers(&self) -> String {
+        self.ids()
+            .map(|i| format!("{i}=127.0.0.1:{}", self.raft_port(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Creates every server and starts them; returns once all are accepting connections.
+    pub fn create(&self, extra: &[String]) -> Result<()> {
+        if self.dir.join(LAYOUT_FILE).exists() {
+            return Err(format!(
+                "a cluster already exists in \"{}\": run `pg_leader-cluster down` first",
+                self.dir.display()
+            ));
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("could not create \"{}\": {e}", self.dir.display()))?;
+        if is_root() {
+            check(
+                Command::new("chown").args(["postgres:", &self.dir.to_string_lossy()]),
+                "chown",
+            )?;
+        }
+        self.write_secret()?;
+        self.save()?;
+        let mut initdb = as_postgres(&format!("{PGBIN}/initdb"));
+        initdb.args([
+            "-D",
+            &self.data_dir(1).to_string_lossy(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        check(&mut initdb, "initdb")?;
+        self.configure(1, extra)?;
+        self.start(1)?;
+        crate::sql::query(self, 1, "CREATE EXTENSION IF NOT EXISTS pg_leader")?;
+        for node in 2..=self.nodes {
+            let mut backup = as_postgres(&format!("{PGBIN}/pg_basebackup"));
+            backup.args([
+                "-h",
+                &self.dir.to_string_lossy(),
+                "-p",
+                &self.pg_port(1).to_string(),
+                "-U",
+                "postgres",
+            ]);
+            backup.args([
+                "-D",
+                &self.data_dir(node).to_string_lossy(),
+                "-R",
+                "-X",
+                "stream",
+            ]);
+            check(&mut backup, "pg_basebackup")?;
+            // The copy holds node 1's pg_leader state: node {node} must start with its own.
+            let copied = self.data_dir(node).join("pg_leader");
+            check(
+                &mut as_postgres_rm(&copied),
+                "removing the copied pg_leader state",
+            )?;
+            self.write_identity(node)?;
+            self.start(node)?;
+        }
+        Ok(())
+    }
+
+    fn write_secret(&self) -> Result<()> {
+        let path = self.dir.join("secret");
+        let script = format!(
+            "umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > '{}'",
+            path.display()
+        );
+        let mut sh = as_postgres("bash");
+        sh.args(["-c", &script]);
+        check(&mut sh, "writing the secret file").map(|_| ())
+    }
+
+    fn append_as_postgres(&self, path: &Path, text: &str, truncate: bool) -> Result<()> {
+        let op = if truncate { ">" } else { ">>" };
+        let script = format!(
+            "cat {op} '{}' <<'PGLEADER_EOF'\n{text}PGLEADER_EOF\n",
+            path.display()
+        );
+        let mut sh = as_postgres("bash");
+        sh.args(["-c", &script]);
+        check(&mut sh, "writing the configuration").map(|_| ())
+    }
+
+    fn configure(&self, node: u32, extra: &[String]) -> Result<()> {
+        let mut conf = format!(
+            "listen_addresses = ''\nunix_socket_directories = '{dir}'\nshared_buffers = 16MB\n\
+             max_connections = 20\nwal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
+             shared_preload_libraries = 'pg_leader'\npg_leader.peers = '{peers}'\n\
+             pg_leader.cluster_name = 'local'\npg_leader.secret_file = '{dir}/secret'\n\
+             include_if_exists = 'node.conf'\n",
+            dir = self.dir.display(),
+            peers = self.peers()
+        );
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        self.append_as_postgres(&self.data_dir(node).join("postgresql.conf"), &conf, false)?;
+        self.write_identity(node)
+    }
+
+    /// Each node's own settings live in node.conf, which pg_basebackup copies and we rewrite.
+    fn write_identity(&self, node: u32) -> Result<()> {
+        let text = format!(
+            "port = {}\npg_leader.node_id = {node}\n",
+            self.pg_port(node)
+        );
+        self.append_as_postgres(&self.data_dir(node).join("node.conf"), &text, true)
+    }
+
+    pub fn postmaster_pid(&self, node: u32) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir(node).join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Starts a node; after a SIGKILL its old children may still hold shared memory for a
+    /// moment, so retry for a bounded time.
+    pub fn start(&self, node: u32) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut ctl = as_postgres(&format!("{PGBIN}/pg_ctl"));
+            ctl.args([
+                "-D",
+                &self.data_dir(node).to_string_lossy(),
+                "-l",
+                &self.log_file(node).to_string_lossy(),
+            ]);
+            ctl.args(["-w", "-t", "30", "start"]);
+            match check(&mut ctl, &format!("starting node {node}")) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{e} (gave up after 20 s; see {})",
+                        self.log_file(node).display()
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    pub fn stop(&self, node: u32, mode: &str) -> Result<()> {
+        let mut ctl = as_postgres(&format!("{PGBIN}/pg_ctl"));
+        ctl.args([
+            "-D",
+            &self.data_dir(node).to_string_lossy(),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "30",
+            "stop",
+        ]);
+        check(&mut ctl, &format!("stopping node {node}")).map(|_| ())
+    }
+
+    /// The pg_leader worker among the postmaster's children.
+    pub fn worker_pid(&self, node: u32) -> Result<i32> {
+        let postmaster = self
+            .postmaster_pid(node)
+            .ok_or_else(|| format!("node {node} is not running"))?;
+        let entries = fs::read_dir("/proc").map_err(|e| format!("could not read /proc: {e}"))?;
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if parent == Some(postmaster) && cmdline.contains("pg_leader") {
+                return Ok(pid);
+            }
+        }
+        Err(format!("node {node} has no pg_leader worker running"))
+    }
+
+    /// Stops every server that is still running, by PID, and removes the folder.
+    pub fn destroy(&self) -> Result<()> {
+        for node in self.ids() {
+            if let Some(pid) = self.postmaster_pid(node) {
+                if self.stop(node, "immediate").is_err() {
+                    signal(pid, "KILL")?;
+                }
+            }
+        }
+        fs::remove_dir_all(&self.dir)
+            .map_err(|e| format!("could not remove \"{}\": {e}", self.dir.display()))
+    }
+}
+
+fn as_postgres_rm(path: &Path) -> Command {
+    let mut rm = as_postgres("rm");
+    rm.args(["-rf", &path.to_string_lossy()]);
+    rm
+}
+
+/// Sends a signal (`KILL`, `STOP`, `CONT`) to a process.
+pub fn signal(pid: i32, name: &str) -> Result<()> {
+    check(
+        Command::new("kill").args([&format!("-{name}"), &pid.to_string()]),
+        &format!("kill -{name} {pid}"),
+    )
+    .map(|_| ())
+}

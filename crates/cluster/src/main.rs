@@ -1,0 +1,176 @@
+//! pg_leader-cluster: a local pg_leader cluster of real PostgreSQL 15 servers on loopback, and
+//! the faults to throw at it.
+
+mod cluster;
+mod demo;
+mod network;
+mod observe;
+mod run;
+mod sql;
+
+use cluster::{signal, Cluster};
+use run::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
+  up [--nodes N] [--port BASE]   create and start N servers (default 3): node 1 primary, the rest
+                                 pg_basebackup standbys; wait for a leader
+  status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
+  kill NODE|leader               SIGKILL the node's postmaster
+  stop NODE [--mode fast|immediate]  /  start NODE
+  pause NODE  /  resume NODE     SIGSTOP / SIGCONT the node's pg_leader worker
+  partition A,B/C                drop pg_leader datagrams between the groups (nftables)
+  block A B                      drop datagrams from A to B only
+  heal                           remove every network fault
+  down                           stop every server and remove the folder and the nft table
+  demo                           up, kill the leader, time the failover, restart it, down
+The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = take_option(&mut args, "--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("pg_leader-cluster"));
+    match dispatch(&dir, &mut args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pg_leader-cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn take_option(args: &mut Vec<String>, name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    if i + 1 >= args.len() {
+        return None;
+    }
+    let value = args.remove(i + 1);
+    args.remove(i);
+    Some(value)
+}
+
+fn node_arg(c: &Cluster, args: &[String], i: usize) -> Result<u32> {
+    let text = args.get(i).ok_or("which node?")?;
+    if text == "leader" {
+        let all: Vec<u32> = c.ids().collect();
+        return observe::agreed_leader(c, &all)
+            .map(|(l, _)| l)
+            .or_else(|| {
+                all.iter()
+                    .copied()
+                    .find(|n| sql::view(c, *n).map(|v| v.is_leader).unwrap_or(false))
+            })
+            .ok_or_else(|| "no node is leader right now".to_string());
+    }
+    c.check_node(text.parse().map_err(|_| format!("not a node: {text:?}"))?)
+}
+
+fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
+    let command = args.first().cloned().unwrap_or_default();
+    match command.as_str() {
+        "up" => {
+            let nodes: u32 = take_option(args, "--nodes")
+                .map_or(Ok(3), |n| n.parse().map_err(|_| format!("--nodes {n:?}")))?;
+            let port: u16 = take_option(args, "--port").map_or(Ok(55500), |p| {
+                p.parse().map_err(|_| format!("--port {p:?}"))
+            })?;
+            if !(1..=16).contains(&nodes) {
+                return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
+            }
+            let c = Cluster::new(dir.to_path_buf(), nodes, port);
+            c.create(&[])?;
+            let all: Vec<u32> = c.ids().collect();
+            let (leader, term, _) = observe::wait_for_leader(&c, &all, Duration::from_secs(30))?;
+            println!(
+                "cluster up in {}: node {leader} leads term {term}",
+                dir.display()
+            );
+            observe::print_status(&c);
+            Ok(())
+        }
+        "demo" => {
+            let port: u16 = take_option(args, "--port").map_or(Ok(55500), |p| {
+                p.parse().map_err(|_| format!("--port {p:?}"))
+            })?;
+            let nodes: u32 = take_option(args, "--nodes")
+                .map_or(Ok(3), |n| n.parse().map_err(|_| format!("--nodes {n:?}")))?;
+            demo::run(&Cluster::new(dir.to_path_buf(), nodes, port))
+        }
+        "help" | "--help" | "-h" | "" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            let c = Cluster::load(dir)?;
+            match command.as_str() {
+                "status" => {
+                    observe::print_status(&c);
+                    Ok(())
+                }
+                "kill" => {
+                    let node = node_arg(&c, args, 1)?;
+                    let pid = c
+                        .postmaster_pid(node)
+                        .ok_or_else(|| format!("node {node} is not running"))?;
+                    signal(pid, "KILL")?;
+                    println!("killed node {node} (postmaster pid {pid})");
+                    Ok(())
+                }
+                "stop" => {
+                    let mode = take_option(args, "--mode").unwrap_or_else(|| "fast".into());
+                    let node = node_arg(&c, args, 1)?;
+                    c.stop(node, &mode)?;
+                    println!("stopped node {node} ({mode})");
+                    Ok(())
+                }
+                "start" => {
+                    let node = node_arg(&c, args, 1)?;
+                    c.start(node)?;
+                    println!("started node {node}");
+                    Ok(())
+                }
+                "pause" | "resume" => {
+                    let node = node_arg(&c, args, 1)?;
+                    let pid = c.worker_pid(node)?;
+                    signal(pid, if command == "pause" { "STOP" } else { "CONT" })?;
+                    println!(
+                        "{} node {node}'s pg_leader worker (pid {pid})",
+                        if command == "pause" {
+                            "paused"
+                        } else {
+                            "resumed"
+                        }
+                    );
+                    Ok(())
+                }
+                "partition" => {
+                    let spec = args.get(1..).map(|a| a.join("")).unwrap_or_default();
+                    let pairs = network::partition(&c, &spec)?;
+                    println!("partitioned {spec}: {} links cut", pairs.len());
+                    Ok(())
+                }
+                "block" => {
+                    let (from, to) = (node_arg(&c, args, 1)?, node_arg(&c, args, 2)?);
+                    network::block(&c, &[(from, to)])?;
+                    println!("datagrams from node {from} to node {to} are dropped");
+                    Ok(())
+                }
+                "heal" => {
+                    network::heal()?;
+                    println!("network healed");
+                    Ok(())
+                }
+                "down" => {
+                    network::heal()?;
+                    c.destroy()?;
+                    println!("cluster in {} is down", dir.display());
+                    Ok(())
+                }
+                other => Err(format!("unknown command {other:?}\n{USAGE}")),
+            }
+        }
+    }
+}
