@@ -53,8 +53,8 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// A table like `patronictl list`.
 pub fn print_status(c: &Cluster) {
     println!(
-        "{:>4}  {:<8}  {:<13}  {:>5}  {:>6}  {:>9}  {:>12}  {}",
-        "node", "postgres", "pg_leader", "term", "leader", "lease ms", "last contact", "address"
+        "{:>4}  {:<8}  {:<13}  {:>5}  {:>6}  {:>9}  {:>12}  address",
+        "node", "postgres", "pg_leader", "term", "leader", "lease ms", "last contact"
     );
     let ids: Vec<u32> = c.ids().collect();
     for (node, v) in views(c, &ids) {
