@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 pub mod api;
 pub mod clock;
 pub mod cluster_config;
+pub mod history;
 pub mod settings;
 pub mod shmem;
 pub mod worker;

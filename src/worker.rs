@@ -4,6 +4,7 @@
 
 use crate::clock::monotonic_now;
 use crate::cluster_config::SettingError;
+use crate::history::History;
 use crate::settings::NodeSettings;
 use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
 use mio::net::UdpSocket;
@@ -89,6 +90,7 @@ struct Node {
     /// Datagrams sent to each peer in this boot: each receiver sees one gapless sequence.
     sent_counters: BTreeMap<NodeId, u64>,
     parent_pid: i32,
+    history: History,
 }
 
 #[pg_guard]
@@ -233,6 +235,7 @@ impl Node {
             .keys()
             .map(|id| (*id, PeerStats::default()))
             .collect();
+        let history = History::new(&settings.state_dir);
         let mut node = Node {
             settings,
             raft,
@@ -245,6 +248,7 @@ impl Node {
             stats,
             rejected_by_reason: BTreeMap::new(),
             sent_counters: BTreeMap::new(),
+            history,
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -361,8 +365,20 @@ impl Node {
             pgrx::error!("pg_leader: could not make its state durable: {e}");
         }
         self.publish();
+        self.record_history(&ready);
         self.send(&ready);
         self.log_events(&ready);
+    }
+
+    fn record_history(&mut self, ready: &Ready) {
+        let now = monotonic_now();
+        let status = self.raft.status();
+        for event in &ready.events {
+            if let Event::RoleChanged { cause, .. } = event {
+                self.history.role_changed(now, &status, cause.as_str());
+            }
+        }
+        self.history.lease(now, &status);
     }
 
     fn send(&mut self, ready: &Ready) {

@@ -48,6 +48,12 @@ pub fn run(c: &Cluster) -> Result<()> {
     );
     print_status(c);
 
+    let verdict = crate::history::check(c)?;
+    println!(
+        "\nrole histories: {} terms with a leader, {} lease intervals: no term with two leaders, no overlapping leases",
+        verdict.terms_with_leader, verdict.leases
+    );
+
     println!("\n== down");
     c.destroy()?;
     crate::network::heal()?;

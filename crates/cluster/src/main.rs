@@ -3,6 +3,7 @@
 
 mod cluster;
 mod demo;
+mod history;
 mod network;
 mod observe;
 mod run;
@@ -24,6 +25,8 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
   partition A,B/C                drop pg_leader datagrams between the groups (nftables)
   block A B                      drop datagrams from A to B only
   heal                           remove every network fault
+  check                          check every node's role history: no term with two leaders, no
+                                 two leases at one instant
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
 The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
@@ -156,6 +159,14 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                     let (from, to) = (node_arg(&c, args, 1)?, node_arg(&c, args, 2)?);
                     network::block(&c, &[(from, to)])?;
                     println!("datagrams from node {from} to node {to} are dropped");
+                    Ok(())
+                }
+                "check" => {
+                    let v = history::check(&c)?;
+                    println!(
+                        "history: {} lines, {} terms with a leader, {} lease intervals; no term with two leaders, no overlapping leases",
+                        v.lines, v.terms_with_leader, v.leases
+                    );
                     Ok(())
                 }
                 "heal" => {

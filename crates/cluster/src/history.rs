@@ -1,0 +1,90 @@
+//! Checks the nodes' role histories (see the extension's `history` module for the format):
+//! no term with two leaders, and no two lease intervals that overlap on the shared
+//! CLOCK_MONOTONIC.
+
+use crate::cluster::Cluster;
+use crate::run::Result;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    node: u32,
+    term: u64,
+    from: u64,
+    until: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub lines: usize,
+    pub terms_with_leader: usize,
+    pub leases: usize,
+}
+
+fn read_lines(c: &Cluster, node: u32) -> Vec<String> {
+    let dir = c.data_dir(node).join("pg_leader");
+    let mut text = std::fs::read_to_string(dir.join("pg_leader.history.1")).unwrap_or_default();
+    text.push_str(&std::fs::read_to_string(dir.join("pg_leader.history")).unwrap_or_default());
+    text.lines().map(str::to_string).collect()
+}
+
+pub fn check(c: &Cluster) -> Result<Verdict> {
+    let mut verdict = Verdict::default();
+    let mut leaders: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+    let mut leases: Vec<Lease> = Vec::new();
+    for node in c.ids() {
+        let mut open: Option<Lease> = None;
+        for line in read_lines(c, node) {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() != 7 {
+                return Err(format!("node {node}: malformed history line {line:?}"));
+            }
+            let num = |i: usize| {
+                f[i].parse::<u64>()
+                    .map_err(|_| format!("node {node}: bad number in {line:?}"))
+            };
+            let (at, term, role, lease) = (num(0)?, num(2)?, f[3], num(5)?);
+            verdict.lines += 1;
+            if role == "leader" {
+                leaders.entry(term).or_default().insert(node);
+            }
+            // Whatever this line says, an open lease that it does not extend ends here at the latest.
+            if let Some(mut l) = open.take() {
+                if lease > 0 && role == "leader" && term == l.term {
+                    l.until = l.until.max(lease);
+                    open = Some(l);
+                    continue;
+                }
+                l.until = l.until.min(at);
+                leases.push(l);
+            }
+            if lease > 0 && role == "leader" {
+                open = Some(Lease {
+                    node,
+                    term,
+                    from: at,
+                    until: lease,
+                });
+            }
+        }
+        leases.extend(open);
+    }
+    for (term, nodes) in &leaders {
+        if nodes.len() > 1 {
+            return Err(format!("term {term} had two leaders: nodes {nodes:?}"));
+        }
+    }
+    for (i, a) in leases.iter().enumerate() {
+        for b in &leases[i + 1..] {
+            if a.node != b.node && a.from < b.until && b.from < a.until {
+                return Err(format!(
+                    "leases overlap: node {} (term {}) held one over [{}, {}) and node {} (term {}) over [{}, {}) (CLOCK_MONOTONIC us)",
+                    a.node, a.term, a.from, a.until, b.node, b.term, b.from, b.until
+                ));
+            }
+        }
+    }
+    verdict.terms_with_leader = leaders.len();
+    verdict.leases = leases.len();
+    Ok(verdict)
+}
