@@ -117,6 +117,25 @@ sleep 5
 check "two of five never elect" test -z "$(leaders_among $two)"
 check "histories hold" histories_hold
 
+echo "# the failover script, after a real failover"
+up
+wait_for 10 "one leader" one_agreed_leader 1 2 3
+conn() { echo "host=$DIR port=$((PORT + $1)) user=postgres dbname=postgres"; }
+failover() { "${RUN_AS[@]}" bash examples/failover.sh "$@"; }
+cluster kill 1 >/dev/null                      # the primary dies
+check "the standbys agree on a leader" wait_for 15 "a leader among 2 and 3" one_agreed_leader 2 3
+leader=$(leaders_among 2 3); other=$(others "$leader" 2 3)
+dry=$(failover --dry-run "$(conn 1)" "$(conn 2)" "$(conn 3)")
+echo "$dry" | sed 's/^/  /'
+check "--dry-run says what it would do and does nothing" \
+  test "$(echo "$dry" | grep -c '^would: ')" = 2 -a "$(sql "$leader" 'SELECT pg_is_in_recovery()')" = t
+failover "$(conn 1)" "$(conn 2)" "$(conn 3)" | sed 's/^/  /'
+check "the leader is promoted" test "$(sql "$leader" 'SELECT pg_is_in_recovery()')" = f
+sql "$leader" "CREATE TABLE failover_probe AS SELECT 42 AS answer" >/dev/null
+replicated() { [ "$(sql "$other" 'SELECT answer FROM failover_probe')" = 42 ]; }
+check "the other standby follows the new primary" wait_for 30 "replication from node $leader" replicated
+check "a second run changes nothing" test -z "$(failover --dry-run "$(conn 2)" "$(conn 3)" | grep '^would: ')"
+
 echo
 echo "cluster: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
