@@ -43,7 +43,9 @@ up() { cluster down >/dev/null 2>&1; cluster up --port $PORT "$@" >/dev/null; }
 
 echo "# 1. start"
 up
-check "exactly one leader, agreed by all three" wait_for 10 "one leader" one_agreed_leader 1 2 3
+check "exactly one leader, agreed by all three" wait_for 10 "one leader" one_agreed_leader 1 2 3 || {
+  cluster status; for i in 1 2 3; do echo "--- node $i"; tail -n 15 "$DIR/n$i.log"; done
+}
 check "histories hold" histories_hold
 
 echo "# 4. the leader cut off from the majority"

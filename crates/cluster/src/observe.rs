@@ -36,9 +36,20 @@ pub fn wait_for_leader(
             return Ok((leader, term, start.elapsed()));
         }
         if start.elapsed() > timeout {
+            let seen: Vec<String> = views(c, nodes)
+                .into_iter()
+                .map(|(n, v)| match v {
+                    Ok(v) => format!(
+                        "node {n}: {} term {} leader {:?} is_leader {}",
+                        v.role, v.term, v.leader, v.is_leader
+                    ),
+                    Err(e) => format!("node {n}: {e}"),
+                })
+                .collect();
             return Err(format!(
-                "no leader agreed by nodes {nodes:?} within {} s; run `pg_leader-cluster status` and see the logs in {}",
+                "no leader agreed by nodes {nodes:?} within {} s ({}); see the logs in {}",
                 timeout.as_secs(),
+                seen.join("; "),
                 c.dir.display()
             ));
         }
