@@ -36,7 +36,7 @@ not_leader() { ! is_leader "$1"; }
 PASSED=0; FAILED=0
 check() {
   local name=$1; shift
-  if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); fi
+  if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); return 1; fi
 }
 histories_hold() { cluster check; }
 up() { cluster down >/dev/null 2>&1; cluster up --port $PORT "$@" >/dev/null; }
@@ -44,7 +44,7 @@ up() { cluster down >/dev/null 2>&1; cluster up --port $PORT "$@" >/dev/null; }
 echo "# 1. start"
 up
 check "exactly one leader, agreed by all three" wait_for 10 "one leader" one_agreed_leader 1 2 3 || {
-  cluster status; for i in 1 2 3; do echo "--- node $i"; tail -n 15 "$DIR/n$i.log"; done
+  cluster status; for i in 1 2 3; do echo "--- node $i"; sql "$i" "SELECT error FROM pg_leader_status()"; grep pg_leader "$DIR/n$i.log" | tail -n 5; done
 }
 check "histories hold" histories_hold
 

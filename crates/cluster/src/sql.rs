@@ -33,6 +33,7 @@ pub struct NodeView {
     pub is_leader: bool,
     pub lease_ms: Option<i64>,
     pub last_contact_ms: Option<i64>,
+    pub error: Option<String>,
 }
 
 pub fn view(c: &Cluster, node: u32) -> Result<NodeView> {
@@ -40,10 +41,10 @@ pub fn view(c: &Cluster, node: u32) -> Result<NodeView> {
         c,
         node,
         "SELECT pg_is_in_recovery(), role, term, leader_id, pg_leader_is_leader(), lease_remaining_ms, \
-         last_leader_contact_ms FROM pg_leader_status()",
+         last_leader_contact_ms, error FROM pg_leader_status()",
     )?;
     let f: Vec<&str> = row.split('|').collect();
-    if f.len() != 7 {
+    if f.len() != 8 {
         return Err(format!("unexpected answer from node {node}: {row:?}"));
     }
     Ok(NodeView {
@@ -55,5 +56,6 @@ pub fn view(c: &Cluster, node: u32) -> Result<NodeView> {
         is_leader: f[4] == "t",
         lease_ms: f[5].parse().ok(),
         last_contact_ms: f[6].parse().ok(),
+        error: Some(f[7].to_string()).filter(|e| !e.is_empty()),
     })
 }
