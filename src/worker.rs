@@ -40,6 +40,9 @@ struct StartError {
     message: String,
     detail: Option<String>,
     hint: Option<String>,
+    /// A passing condition (a port still in use, a name that does not resolve yet, an I/O
+    /// error): try again every second, not only on reload.
+    transient: bool,
 }
 
 impl From<SettingError> for StartError {
@@ -48,6 +51,7 @@ impl From<SettingError> for StartError {
             message: e.to_string(),
             detail: Some(e.detail),
             hint: e.hint,
+            transient: false,
         }
     }
 }
@@ -58,8 +62,15 @@ impl StartError {
             message,
             detail: None,
             hint: hint.map(str::to_string),
+            transient: false,
         }
     }
+
+    fn transient(mut self) -> StartError {
+        self.transient = true;
+        self
+    }
+
     fn summary(&self) -> String {
         match &self.detail {
             Some(d) => format!("{}: {d}", self.message),
@@ -97,6 +108,7 @@ struct Node {
 #[no_mangle]
 pub extern "C-unwind" fn pg_leader_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let mut last_error: Option<String> = None;
     loop {
         match Node::start() {
             Ok(mut node) => {
@@ -105,15 +117,22 @@ pub extern "C-unwind" fn pg_leader_worker_main(_arg: pg_sys::Datum) {
             }
             Err(e) => {
                 publish_misconfigured(&e);
-                ereport_start_error(&e);
+                if last_error.as_deref() != Some(e.summary().as_str()) {
+                    ereport_start_error(&e);
+                    last_error = Some(e.summary());
+                }
                 // Stay up, showing the error, until a reload fixes it or the server stops: a
-                // restart loop would only repeat the same message.
+                // restart loop would only repeat the same message. A transient error is retried
+                // every second as well.
                 loop {
                     if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_secs(1))) {
                         return;
                     }
                     if BackgroundWorker::sighup_received() {
                         reload_config_file();
+                        break;
+                    }
+                    if e.transient {
                         break;
                     }
                 }
@@ -167,10 +186,12 @@ fn storage_error(e: StorageError, me: NodeId) -> StartError {
              server's user and has free space."
             .to_string(),
     };
+    let transient = matches!(e, StorageError::Io { .. });
     StartError {
         message: e.to_string(),
         detail: None,
         hint: Some(hint),
+        transient,
     }
 }
 
@@ -184,6 +205,7 @@ fn resolve(address: &str) -> Result<SocketAddr, StartError> {
                 format!("could not resolve address \"{address}\""),
                 Some("Check pg_leader.peers."),
             )
+            .transient()
         })
 }
 
@@ -201,8 +223,9 @@ impl Node {
         let mut socket = UdpSocket::bind(own).map_err(|e| {
             StartError::plain(
                 format!("could not bind UDP socket to {own}: {e}"),
-                Some("Is another server using this port?"),
+                Some("Is another program using this port? Choose pg_leader ports outside net.ipv4.ip_local_port_range."),
             )
+            .transient()
         })?;
         let poll = Poll::new()
             .map_err(|e| StartError::plain(format!("could not create poll: {e}"), None))?;

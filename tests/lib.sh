@@ -5,7 +5,8 @@
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BASE_PG_PORT=${BASE_PG_PORT:-55400}
-BASE_RAFT_PORT=${BASE_RAFT_PORT:-57400}
+# Below 32768: outside the ephemeral port range, so no outgoing socket can hold one by chance.
+BASE_RAFT_PORT=${BASE_RAFT_PORT:-7400}
 
 if [ "$(id -u)" -eq 0 ]; then
   RUN_AS=(runuser -u postgres --)

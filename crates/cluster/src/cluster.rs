@@ -19,12 +19,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(dir: PathBuf, nodes: u32, base_pg_port: u16) -> Cluster {
+    /// pg_leader's UDP ports sit below 32768, outside Linux's ephemeral range, so that no
+    /// outgoing socket of another program can hold one of them by chance.
+    pub fn new(dir: PathBuf, nodes: u32, base_pg_port: u16, base_raft_port: u16) -> Cluster {
         Cluster {
             dir,
             nodes,
             base_pg_port,
-            base_raft_port: base_pg_port + 2000,
+            base_raft_port,
         }
     }
 
@@ -48,11 +50,15 @@ impl Cluster {
             dir.to_path_buf(),
             value("nodes")?,
             value("base_pg_port")? as u16,
+            value("base_raft_port")? as u16,
         ))
     }
 
     fn save(&self) -> Result<()> {
-        let text = format!("nodes={}\nbase_pg_port={}\n", self.nodes, self.base_pg_port);
+        let text = format!(
+            "nodes={}\nbase_pg_port={}\nbase_raft_port={}\n",
+            self.nodes, self.base_pg_port, self.base_raft_port
+        );
         fs::write(self.dir.join(LAYOUT_FILE), text)
             .map_err(|e| format!("could not write the layout: {e}"))
     }

@@ -16,8 +16,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE]   create and start N servers (default 3): node 1 primary, the rest
-                                 pg_basebackup standbys; wait for a leader
+  up [--nodes N] [--port BASE] [--raft-port BASE]
+                                 create and start N servers (default 3): node 1 primary, the rest
+                                 pg_basebackup standbys; wait for a leader. Node i listens on
+                                 PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500)
   status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
   kill NODE|leader               SIGKILL the node's postmaster
   stop NODE [--mode fast|immediate]  /  start NODE
@@ -55,6 +57,12 @@ fn take_option(args: &mut Vec<String>, name: &str) -> Option<String> {
     Some(value)
 }
 
+fn raft_port(args: &mut Vec<String>) -> Result<u16> {
+    take_option(args, "--raft-port").map_or(Ok(7500), |p| {
+        p.parse().map_err(|_| format!("--raft-port {p:?}"))
+    })
+}
+
 fn node_arg(c: &Cluster, args: &[String], i: usize) -> Result<u32> {
     let text = args.get(i).ok_or("which node?")?;
     if text == "leader" {
@@ -83,7 +91,7 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }
-            let c = Cluster::new(dir.to_path_buf(), nodes, port);
+            let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?);
             c.create(&[])?;
             let all: Vec<u32> = c.ids().collect();
             let (leader, term, _) = observe::wait_for_leader(&c, &all, Duration::from_secs(30))?;
@@ -100,7 +108,12 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             })?;
             let nodes: u32 = take_option(args, "--nodes")
                 .map_or(Ok(3), |n| n.parse().map_err(|_| format!("--nodes {n:?}")))?;
-            demo::run(&Cluster::new(dir.to_path_buf(), nodes, port))
+            demo::run(&Cluster::new(
+                dir.to_path_buf(),
+                nodes,
+                port,
+                raft_port(args)?,
+            ))
         }
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
