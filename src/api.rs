@@ -183,3 +183,53 @@ fn pg_leader_wait_for_leader(timeout_ms: default!(i32, 10000)) -> i32 {
         pgrx::check_for_interrupts!();
     }
 }
+
+/// This server's role history, newest last: every role change and lease extension the worker
+/// recorded in `pg_leader.history` (see the `history` module).
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn pg_leader_history() -> TableIterator<
+    'static,
+    (
+        name!(at, pgrx::datum::TimestampWithTimeZone),
+        name!(term, i64),
+        name!(role, String),
+        name!(leader_id, Option<i32>),
+        name!(lease_until, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(cause, String),
+    ),
+> {
+    snapshot();
+    let dir = crate::settings::NodeSettings::state_dir();
+    let mut text = std::fs::read_to_string(dir.join(format!("{}.1", crate::history::HISTORY_FILE)))
+        .unwrap_or_default();
+    text.push_str(
+        &std::fs::read_to_string(dir.join(crate::history::HISTORY_FILE)).unwrap_or_default(),
+    );
+    // Unix microseconds to a PostgreSQL timestamp (microseconds since 2000-01-01).
+    let ts = |unix_us: i64| {
+        pgrx::datum::TimestampWithTimeZone::try_from(unix_us - 946_684_800_000_000).ok()
+    };
+    let rows: Vec<_> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() != 7 {
+                return None;
+            }
+            let mono: i64 = f[0].parse().ok()?;
+            let wall: i64 = f[1].parse().ok()?;
+            let lease: i64 = f[5].parse().ok()?;
+            let leader: i32 = f[4].parse().ok()?;
+            Some((
+                ts(wall)?,
+                f[2].parse().ok()?,
+                f[3].to_string(),
+                (leader != 0).then_some(leader),
+                (lease != 0).then(|| ts(wall + (lease - mono))).flatten(),
+                f[6].to_string(),
+            ))
+        })
+        .collect();
+    TableIterator::new(rows)
+}

@@ -116,6 +116,15 @@ fn data_directory() -> PathBuf {
 }
 
 impl NodeSettings {
+    /// `pg_leader.state_dir`, resolved against the data directory.
+    pub fn state_dir() -> PathBuf {
+        match text(&STATE_DIR) {
+            dir if dir.is_empty() => data_directory().join("pg_leader"),
+            dir if PathBuf::from(&dir).is_relative() => data_directory().join(dir),
+            dir => PathBuf::from(dir),
+        }
+    }
+
     /// Reads and checks every setting; the first problem found is returned.
     pub fn read() -> Result<NodeSettings, SettingError> {
         let node_id = NODE_ID.get();
@@ -150,11 +159,7 @@ impl NodeSettings {
         let heartbeat_ms = HEARTBEAT_INTERVAL.get() as u32;
         let election_timeout_ms = ELECTION_TIMEOUT.get() as u32;
         cluster_config::check_timing(heartbeat_ms, election_timeout_ms)?;
-        let state_dir = match text(&STATE_DIR) {
-            dir if dir.is_empty() => data_directory().join("pg_leader"),
-            dir if PathBuf::from(&dir).is_relative() => data_directory().join(dir),
-            dir => PathBuf::from(dir),
-        };
+        let state_dir = NodeSettings::state_dir();
         Ok(NodeSettings {
             node_id: node_id as u32,
             peers,

@@ -24,6 +24,8 @@ check "pg_leader_status() shows a lease on the leader" \
   test "$(sql 1 "SELECT role || ',' || (lease_remaining_ms > 0) || ',' || coalesce(error, 'none') FROM pg_leader_status()")" = "leader,true,none"
 check "pg_leader_nodes() lists this server" \
   test "$(sql 1 "SELECT node_id || ',' || address || ',' || is_self || ',' || is_leader FROM pg_leader_nodes()")" = "1,127.0.0.1:$((BASE_RAFT_PORT + 1)),true,true"
+check "pg_leader_history() records the election and the lease" \
+  test "$(sql 1 "SELECT bool_or(role = 'leader' AND cause = 'won election') AND bool_or(cause = 'lease' AND lease_until > at) FROM pg_leader_history()")" = t
 check "the secret file is hidden from ordinary users" \
   test "$(sql 1 "CREATE ROLE plain LOGIN; SET ROLE plain; SELECT count(*) FROM pg_settings WHERE name = 'pg_leader.secret_file'")" = 0
 
