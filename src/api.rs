@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub static PRELOADED: AtomicBool = AtomicBool::new(false);
 
 /// The worker's snapshot, or the error that explains why there is none.
-fn snapshot() -> Published {
+pub(crate) fn snapshot() -> Published {
     if !PRELOADED.load(Ordering::Relaxed) {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -13,6 +13,7 @@ pub mod api;
 pub mod clock;
 pub mod cluster_config;
 pub mod history;
+pub mod operations;
 pub mod settings;
 pub mod shmem;
 pub mod worker;

@@ -68,6 +68,17 @@ pub struct Published {
     error_len: u16,
     pub node_count: u32,
     pub nodes: [NodeSlot; MAX_NODES],
+    /// The worker's pid, for sessions that signal it a request.
+    pub worker_pid: i32,
+    /// Leadership transfer requests: a session bumps `transfer_asked` (with `transfer_target`,
+    /// 0 for the most caught-up voter) and sends SIGINT; the worker answers by setting
+    /// `transfer_answered` to it, with `transfer_outcome` (0: started, else a `TransferError`
+    /// code) and the node it chose.
+    pub transfer_asked: u64,
+    pub transfer_target: i32,
+    pub transfer_answered: u64,
+    pub transfer_outcome: i32,
+    pub transfer_chosen: i32,
 }
 
 impl Default for Published {

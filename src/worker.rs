@@ -10,7 +10,7 @@ use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use pg_leader_raft::{
-    Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status,
+    Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status, TransferError,
 };
 use pg_leader_storage::{Storage, StorageError};
 use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
@@ -102,12 +102,17 @@ struct Node {
     sent_counters: BTreeMap<NodeId, u64>,
     parent_pid: i32,
     history: History,
+    /// The last transfer request answered.
+    transfer_answered: u64,
 }
 
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_leader_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGINT: a session left a request in shared memory.
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
+    );
     let mut last_error: Option<String> = None;
     loop {
         match Node::start() {
@@ -272,6 +277,7 @@ impl Node {
             rejected_by_reason: BTreeMap::new(),
             sent_counters: BTreeMap::new(),
             history,
+            transfer_answered: PUBLISHED.share().transfer_asked,
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -290,6 +296,8 @@ impl Node {
             if BackgroundWorker::sighup_received() {
                 self.reload();
             }
+            let _ = BackgroundWorker::sigint_received();
+            self.serve_transfer_request();
             // SAFETY: getppid cannot fail. A new parent means the postmaster is gone.
             if unsafe { libc::getppid() } != self.parent_pid {
                 self.unpublish();
@@ -469,6 +477,8 @@ impl Node {
         p.lease_deadline_us = status.lease_deadline.map_or(0, |d| d.as_micros());
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
         p.set_error(None);
+        // SAFETY: getpid cannot fail.
+        p.worker_pid = unsafe { libc::getpid() };
         p.node_count = self.settings.peers.len() as u32;
         for (slot, peer) in p.nodes.iter_mut().zip(&self.settings.peers) {
             let id = NodeId(peer.id);
@@ -550,18 +560,63 @@ impl Node {
         }
     }
 
+    /// The voter with the most of the log, heard from most recently on a tie.
+    fn most_caught_up(&self) -> Option<NodeId> {
+        let me = self.raft.id();
+        self.addresses
+            .keys()
+            .copied()
+            .filter(|id| *id != me)
+            .max_by_key(|id| self.raft.follower_progress(*id))
+    }
+
+    /// `pg_leader_transfer_leadership()`: start the handover a session asked for and answer.
+    fn serve_transfer_request(&mut self) {
+        let (asked, target) = {
+            let p = PUBLISHED.share();
+            (p.transfer_asked, p.transfer_target)
+        };
+        if asked <= self.transfer_answered {
+            return;
+        }
+        self.transfer_answered = asked;
+        let chosen = if target > 0 {
+            Some(NodeId(target as u32))
+        } else {
+            self.most_caught_up()
+        };
+        let outcome = match chosen {
+            Some(t) => self.raft.transfer_leadership(t, monotonic_now()),
+            None => Err(TransferError::UnknownTarget(NodeId(0))),
+        };
+        let code = match outcome {
+            Ok(()) => 0,
+            Err(TransferError::NotLeader(_)) => 1,
+            Err(TransferError::UnknownTarget(_)) => 2,
+            Err(TransferError::TargetIsLeader) => 3,
+            Err(TransferError::AlreadyInProgress(_)) => 4,
+        };
+        if code == 0 {
+            pgrx::log!(
+                "pg_leader: handing leadership to node {} on request",
+                chosen.map_or(0, |c| c.0)
+            );
+        }
+        {
+            let mut p = PUBLISHED.exclusive();
+            p.transfer_answered = asked;
+            p.transfer_outcome = code;
+            p.transfer_chosen = chosen.map_or(0, |c| c.0 as i32);
+        }
+        self.process_ready();
+    }
+
     /// A clean stop: a leader hands over to the most caught-up voter before it goes, so the
     /// cluster need not wait for an election timeout.
     fn shut_down(&mut self) {
         if self.raft.role() == Role::Leader {
             let me = self.raft.id();
-            let target = self
-                .addresses
-                .keys()
-                .copied()
-                .filter(|id| *id != me)
-                .max_by_key(|id| self.raft.follower_progress(*id));
-            if let Some(target) = target {
+            if let Some(target) = self.most_caught_up() {
                 let now = monotonic_now();
                 if self.raft.transfer_leadership(target, now).is_ok() {
                     // The lease is given up and published first; TimeoutNow leaves at the tick.

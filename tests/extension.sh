@@ -60,6 +60,7 @@ rm -rf "$WORK/n1"
 echo "# three servers: a primary and two pg_basebackup standbys"
 cluster_init_replicated "$WORK" 3
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
+sql 1 "CREATE ROLE plain_user LOGIN" >/dev/null
 for i in 2 3; do node_start $i; done
 check "nodes 2 and 3 are standbys" test "$(sql 2 'SELECT pg_is_in_recovery()')$(sql 3 'SELECT pg_is_in_recovery()')" = tt
 check "exactly one leader, reported the same by all three" wait_for 10 "one agreed leader" one_agreed_leader 1 2 3
@@ -82,6 +83,24 @@ check "6000 hostile datagrams are all rejected and counted" test $((rejected_aft
 check "they changed neither the leader nor the term" \
   test "$(sql "$follower" "SELECT pg_leader_leader_id() || '/' || pg_leader_term()")" = "$leader/$term"
 check "the cluster still agrees" one_agreed_leader 1 2 3
+
+echo "# switchover from SQL"
+leader=$(leaders_among 1 2 3); leader=${leader% }
+target=$(( leader % 3 + 1 )); third=$(( target % 3 + 1 ))
+check "pg_leader_transfer_leadership(target) returns the target" \
+  test "$(sql "$leader" "SELECT pg_leader_transfer_leadership($target)")" = "$target"
+check "and every node agrees on it" wait_for 5 "the new leader" one_agreed_leader 1 2 3
+check "the target is the one that answers true" test "$(leaders_among 1 2 3)" = "$target "
+err=$(sql "$third" "SELECT pg_leader_transfer_leadership()" 2>&1)
+check "on a follower it says who leads" \
+  grep -q "HINT:  Call pg_leader_transfer_leadership() on node $target, the leader." <<<"$err"
+err=$(sql "$target" "SELECT pg_leader_transfer_leadership(9)" 2>&1)
+check "an unknown target is refused" grep -q "node 9 is not a voter of this cluster" <<<"$err"
+err=$(sql "$target" "SET ROLE plain_user; SELECT pg_leader_transfer_leadership()" 2>&1)
+check "ordinary roles may not call it" grep -q "permission denied for function pg_leader_transfer_leadership" <<<"$err"
+picked=$(sql "$target" "SELECT pg_leader_transfer_leadership()")
+check "with no target the most caught-up voter takes over" test -n "$picked" -a "$picked" != "$target"
+check "and the cluster agrees" wait_for 5 "one leader" one_agreed_leader 1 2 3
 
 echo "# SIGKILL of the leader's postmaster"
 survivors=$(for i in 1 2 3; do [ "$i" != "$leader" ] && echo -n "$i "; done)

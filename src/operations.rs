@@ -1,0 +1,166 @@
+//! SQL functions that change what the cluster does. They are revoked from PUBLIC when the
+//! extension is created: superusers, or roles a superuser grants EXECUTE to, may call them.
+
+use crate::clock::monotonic_now;
+use crate::shmem::{PublishedRole, PUBLISHED};
+use pgrx::prelude::*;
+
+fn fail(code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>) -> ! {
+    let mut report =
+        pgrx::pg_sys::panic::ErrorReport::new(code, message, "pg_leader_transfer_leadership");
+    if let Some(d) = detail {
+        report = report.set_detail(d);
+    }
+    if let Some(h) = hint {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Sleeps about a millisecond on the latch; cancellable.
+fn nap() {
+    // SAFETY: this backend's own latch, the standard interruptible sleep.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            1,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
+/// Planned switchover: the leader brings `target` (or, when NULL, the most caught-up voter) up
+/// to date, gives up its lease, sends TimeoutNow, and this returns the new leader's id once this
+/// server has heard from it. Call it on the leader.
+#[pg_extern(volatile)]
+fn pg_leader_transfer_leadership(
+    target: default!(Option<i32>, "NULL"),
+    timeout_ms: default!(i32, 10000),
+) -> i32 {
+    let p = crate::api::snapshot();
+    if timeout_ms <= 0 {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("timeout_ms must be positive: {timeout_ms}"),
+            None,
+            None,
+        );
+    }
+    if p.role() != PublishedRole::Leader {
+        let leader = (p.leader_id != 0).then(|| p.leader_id.to_string());
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this server is not the pg_leader leader".into(),
+            Some(format!(
+                "Node {} is {} in term {}.",
+                p.node_id,
+                p.role().as_str(),
+                p.term
+            )),
+            Some(match leader {
+                Some(l) => format!("Call pg_leader_transfer_leadership() on node {l}, the leader."),
+                None => "No leader is known yet; try again once pg_leader_leader_id() is not NULL."
+                    .into(),
+            }),
+        );
+    }
+    if let Some(t) = target {
+        if !p.nodes().iter().any(|n| n.id == t) {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("node {t} is not a voter of this cluster"),
+                None,
+                Some("See pg_leader_nodes().".into()),
+            );
+        }
+        if t == p.node_id {
+            fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("node {t} already leads"),
+                None,
+                None,
+            );
+        }
+    }
+    let (asked, worker) = {
+        let mut w = PUBLISHED.exclusive();
+        w.transfer_asked += 1;
+        w.transfer_target = target.unwrap_or(0);
+        (w.transfer_asked, w.worker_pid)
+    };
+    // SAFETY: kill(2) on the worker's pid; SIGINT wakes its loop, which reads the request.
+    unsafe { libc::kill(worker, libc::SIGINT) };
+    let start = monotonic_now();
+    let timed_out = || monotonic_now().saturating_since(start).as_millis() >= timeout_ms as u64;
+    let chosen = loop {
+        let p = *PUBLISHED.share();
+        if p.transfer_answered >= asked {
+            match p.transfer_outcome {
+                0 => break p.transfer_chosen,
+                3 => fail(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "the target already leads".into(),
+                    None,
+                    None,
+                ),
+                4 => fail(
+                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                    "a leadership transfer is already in progress".into(),
+                    None,
+                    Some("Wait for it to finish.".into()),
+                ),
+                1 => fail(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "this server stopped leading before the transfer could start".into(),
+                    None,
+                    None,
+                ),
+                _ => fail(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "no voter to hand leadership to".into(),
+                    None,
+                    None,
+                ),
+            }
+        }
+        if timed_out() {
+            fail(
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                format!("the pg_leader worker did not take the request within {timeout_ms} ms"),
+                None,
+                Some("Check that the worker runs: pg_leader_status().".into()),
+            );
+        }
+        nap();
+    };
+    loop {
+        let p = *PUBLISHED.share();
+        if p.leader_id == chosen && p.role() != PublishedRole::Leader {
+            return chosen;
+        }
+        if timed_out() {
+            let now = if p.leader_id != 0 {
+                format!("node {} leads", p.leader_id)
+            } else {
+                "no leader is known".into()
+            };
+            fail(
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                format!("leadership transfer to node {chosen} did not complete within {timeout_ms} ms"),
+                Some(format!("Now {now} (term {}).", p.term)),
+                Some("The cluster keeps or elects a leader on its own; see pg_leader_status() on each server.".into()),
+            );
+        }
+        nap();
+    }
+}
+
+pgrx::extension_sql!(
+    "REVOKE ALL ON FUNCTION pg_leader_transfer_leadership(integer, integer) FROM PUBLIC;",
+    name = "revoke_transfer_leadership",
+    requires = [pg_leader_transfer_leadership]
+);
