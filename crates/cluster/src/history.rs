@@ -88,3 +88,69 @@ pub fn check(c: &Cluster) -> Result<Verdict> {
     verdict.leases = leases.len();
     Ok(verdict)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster_with(name: &str, histories: &[&str]) -> (Cluster, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("pg_leader_history_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Cluster::new(dir.clone(), histories.len() as u32, 55900, 7900);
+        for (i, text) in histories.iter().enumerate() {
+            let state = c.data_dir(i as u32 + 1).join("pg_leader");
+            std::fs::create_dir_all(&state).unwrap();
+            std::fs::write(state.join("pg_leader.history"), text).unwrap();
+        }
+        (c, dir)
+    }
+
+    fn line(at: u64, term: u64, role: &str, leader: u32, lease: u64) -> String {
+        format!("{at}\t0\t{term}\t{role}\t{leader}\t{lease}\tx\n")
+    }
+
+    #[test]
+    fn leases_one_after_the_other_pass() {
+        let n1 = line(100, 1, "leader", 1, 0)
+            + &line(110, 1, "leader", 1, 1000)
+            + &line(200, 1, "leader", 1, 1100);
+        let n2 = line(100, 1, "follower", 1, 0)
+            + &line(1200, 2, "leader", 2, 0)
+            + &line(1210, 2, "leader", 2, 2000);
+        let (c, dir) = cluster_with("sequential", &[&n1, &n2]);
+        let v = check(&c).unwrap();
+        assert_eq!((v.terms_with_leader, v.leases), (2, 2));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn overlapping_leases_fail() {
+        let n1 = line(110, 1, "leader", 1, 1000) + &line(200, 1, "leader", 1, 1100);
+        let n2 = line(1050, 2, "leader", 2, 0) + &line(1060, 2, "leader", 2, 2000);
+        let (c, dir) = cluster_with("overlap", &[&n1, &n2]);
+        assert!(check(&c).unwrap_err().contains("leases overlap"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_lease_ends_when_its_holder_steps_down() {
+        // Node 1's last deadline is 1100, but it stepped down at 300: no overlap with node 2 at 1050.
+        let n1 = line(110, 1, "leader", 1, 1000)
+            + &line(200, 1, "leader", 1, 1100)
+            + &line(300, 2, "follower", 0, 0);
+        let n2 = line(1050, 2, "leader", 2, 0) + &line(1060, 2, "leader", 2, 2000);
+        let (c, dir) = cluster_with("stepdown", &[&n1, &n2]);
+        assert!(check(&c).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_fail() {
+        let n1 = line(100, 3, "leader", 1, 0);
+        let n2 = line(100, 3, "leader", 2, 0);
+        let (c, dir) = cluster_with("twoleaders", &[&n1, &n2]);
+        assert!(check(&c).unwrap_err().contains("term 3 had two leaders"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
