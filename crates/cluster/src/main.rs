@@ -1,6 +1,7 @@
 //! pg_leader-cluster: a local pg_leader cluster of real PostgreSQL 15 servers on loopback, and
 //! the faults to throw at it.
 
+mod bench;
 mod cluster;
 mod demo;
 mod history;
@@ -31,6 +32,8 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  two leases at one instant
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
+  bench-failover [--trials N] [--heartbeat MS] [--election-timeout MS]
+                                 up, then N timed SIGKILLs of the leader (default 30)
 The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
 
 fn main() -> ExitCode {
@@ -114,6 +117,24 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                 port,
                 raft_port(args)?,
             ))
+        }
+        "bench-failover" => {
+            let port: u16 = take_option(args, "--port").map_or(Ok(55800), |p| {
+                p.parse().map_err(|_| format!("--port {p:?}"))
+            })?;
+            let trials: u32 = take_option(args, "--trials")
+                .map_or(Ok(30), |n| n.parse().map_err(|_| format!("--trials {n:?}")))?;
+            let mut extra = Vec::new();
+            if let Some(ms) = take_option(args, "--heartbeat") {
+                extra.push(format!("pg_leader.heartbeat_interval = '{ms}ms'"));
+            }
+            if let Some(ms) = take_option(args, "--election-timeout") {
+                extra.push(format!("pg_leader.election_timeout = '{ms}ms'"));
+            }
+            let c = Cluster::new(dir.to_path_buf(), 3, port, raft_port(args)?);
+            let result = bench::run(&c, trials, &extra);
+            let _ = c.destroy();
+            result
         }
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
