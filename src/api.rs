@@ -24,6 +24,15 @@ pub(crate) fn snapshot() -> Published {
     *PUBLISHED.share()
 }
 
+/// The node id the worker published, or the setting before the worker has published.
+fn node_id(p: &Published) -> i32 {
+    if p.node_id != 0 {
+        p.node_id
+    } else {
+        crate::settings::NODE_ID.get()
+    }
+}
+
 fn has_lease(p: &Published) -> bool {
     p.role() == PublishedRole::Leader && monotonic_now().as_micros() < p.lease_deadline_us
 }
@@ -53,12 +62,7 @@ fn pg_leader_term() -> i64 {
 
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_node_id() -> i32 {
-    let p = snapshot();
-    if p.node_id != 0 {
-        p.node_id
-    } else {
-        crate::settings::NODE_ID.get()
-    }
+    node_id(&snapshot())
 }
 
 #[allow(clippy::type_complexity)]
@@ -81,11 +85,7 @@ fn pg_leader_status() -> TableIterator<
     let now = monotonic_now().as_micros();
     let lease = has_lease(&p).then(|| ((p.lease_deadline_us - now) / 1000) as i64);
     let row = (
-        if p.node_id != 0 {
-            p.node_id
-        } else {
-            crate::settings::NODE_ID.get()
-        },
+        node_id(&p),
         p.role().as_str().to_string(),
         p.term as i64,
         (p.leader_id != 0).then_some(p.leader_id),

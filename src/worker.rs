@@ -357,7 +357,8 @@ impl Node {
                 who
             );
         }
-        self.publish();
+        // No publish here: a flood of bad datagrams must stay cheap. The counters reach shared
+        // memory with the next publish, at the latest with the next heartbeat or timer tick.
     }
 
     fn handle_datagram(&mut self, datagram: &[u8]) {

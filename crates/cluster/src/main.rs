@@ -60,10 +60,22 @@ fn take_option(args: &mut Vec<String>, name: &str) -> Option<String> {
     Some(value)
 }
 
+/// `--name N`, or `default` when absent; an error names the option and the bad value.
+fn number_option<T: std::str::FromStr>(
+    args: &mut Vec<String>,
+    name: &str,
+    default: T,
+) -> Result<T> {
+    match take_option(args, name) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name} takes a number, not {v:?}")),
+        None => Ok(default),
+    }
+}
+
 fn raft_port(args: &mut Vec<String>) -> Result<u16> {
-    take_option(args, "--raft-port").map_or(Ok(7500), |p| {
-        p.parse().map_err(|_| format!("--raft-port {p:?}"))
-    })
+    number_option(args, "--raft-port", 7500)
 }
 
 fn node_arg(c: &Cluster, args: &[String], i: usize) -> Result<u32> {
@@ -86,11 +98,8 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
     let command = args.first().cloned().unwrap_or_default();
     match command.as_str() {
         "up" => {
-            let nodes: u32 = take_option(args, "--nodes")
-                .map_or(Ok(3), |n| n.parse().map_err(|_| format!("--nodes {n:?}")))?;
-            let port: u16 = take_option(args, "--port").map_or(Ok(55500), |p| {
-                p.parse().map_err(|_| format!("--port {p:?}"))
-            })?;
+            let nodes: u32 = number_option(args, "--nodes", 3)?;
+            let port: u16 = number_option(args, "--port", 55500)?;
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }
@@ -106,11 +115,8 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             Ok(())
         }
         "demo" => {
-            let port: u16 = take_option(args, "--port").map_or(Ok(55500), |p| {
-                p.parse().map_err(|_| format!("--port {p:?}"))
-            })?;
-            let nodes: u32 = take_option(args, "--nodes")
-                .map_or(Ok(3), |n| n.parse().map_err(|_| format!("--nodes {n:?}")))?;
+            let port: u16 = number_option(args, "--port", 55500)?;
+            let nodes: u32 = number_option(args, "--nodes", 3)?;
             demo::run(&Cluster::new(
                 dir.to_path_buf(),
                 nodes,
@@ -119,11 +125,8 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             ))
         }
         "bench-failover" => {
-            let port: u16 = take_option(args, "--port").map_or(Ok(55800), |p| {
-                p.parse().map_err(|_| format!("--port {p:?}"))
-            })?;
-            let trials: u32 = take_option(args, "--trials")
-                .map_or(Ok(30), |n| n.parse().map_err(|_| format!("--trials {n:?}")))?;
+            let port: u16 = number_option(args, "--port", 55800)?;
+            let trials: u32 = number_option(args, "--trials", 30)?;
             let mut extra = Vec::new();
             if let Some(ms) = take_option(args, "--heartbeat") {
                 extra.push(format!("pg_leader.heartbeat_interval = '{ms}ms'"));
