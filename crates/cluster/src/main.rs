@@ -32,8 +32,13 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  two leases at one instant
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
-  bench-failover [--trials N] [--heartbeat MS] [--election-timeout MS]
-                                 up, then N timed SIGKILLs of the leader (default 30)
+  bench KIND [--trials N] [--heartbeat MS] [--election-timeout MS] [--csv FILE]
+                                 measurements on a fresh cluster (bench/run runs them all):
+                                 failover        N timed SIGKILLs of the leader (default 30)
+                                 handover        N timed `pg_ctl stop -m fast` of the leader (20)
+                                 cold-start      N timed starts of all servers at once (5)
+                                 idle [--seconds S]  worker CPU, memory, datagrams/s (60 s)
+                                 etcd-failover   the failover benchmark against 3 etcd members
 The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
 
 fn main() -> ExitCode {
@@ -124,21 +129,7 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                 raft_port(args)?,
             ))
         }
-        "bench-failover" => {
-            let port: u16 = number_option(args, "--port", 55800)?;
-            let trials: u32 = number_option(args, "--trials", 30)?;
-            let mut extra = Vec::new();
-            if let Some(ms) = take_option(args, "--heartbeat") {
-                extra.push(format!("pg_leader.heartbeat_interval = '{ms}ms'"));
-            }
-            if let Some(ms) = take_option(args, "--election-timeout") {
-                extra.push(format!("pg_leader.election_timeout = '{ms}ms'"));
-            }
-            let c = Cluster::new(dir.to_path_buf(), 3, port, raft_port(args)?);
-            let result = bench::run(&c, trials, &extra);
-            let _ = c.destroy();
-            result
-        }
+        "bench" => bench_command(dir, args),
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
             Ok(())
@@ -221,4 +212,36 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             }
         }
     }
+}
+
+/// `bench KIND ...`: each benchmark on its own fresh cluster, removed afterwards.
+fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
+    let kind = args.get(1).cloned().unwrap_or_default();
+    let port: u16 = number_option(args, "--port", 55800)?;
+    let raft = raft_port(args)?;
+    let timing = bench::Timing {
+        heartbeat_ms: number_option(args, "--heartbeat", 100)?,
+        election_timeout_ms: number_option(args, "--election-timeout", 1000)?,
+    };
+    let csv = take_option(args, "--csv").map(PathBuf::from);
+    let default_trials = match kind.as_str() {
+        "handover" => 20,
+        "cold-start" => 5,
+        _ => 30,
+    };
+    let trials: u32 = number_option(args, "--trials", default_trials)?;
+    let seconds: u64 = number_option(args, "--seconds", 60)?;
+    if kind == "etcd-failover" {
+        return bench::etcd_failover(dir, port, trials, timing, csv);
+    }
+    let c = Cluster::new(dir.to_path_buf(), 3, port, raft);
+    let result = match kind.as_str() {
+        "failover" => bench::failover(&c, trials, timing, csv),
+        "handover" => bench::handover(&c, trials, timing, csv),
+        "cold-start" => bench::cold_start(&c, trials, timing, csv),
+        "idle" => bench::idle(&c, seconds, timing, csv),
+        other => return Err(format!("unknown benchmark {other:?}\n{USAGE}")),
+    };
+    let _ = c.destroy();
+    result
 }
