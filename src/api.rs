@@ -1,5 +1,6 @@
 //! The SQL functions. They read the worker's published snapshot and the clock, never the network.
 
+use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
 use crate::shmem::{Published, PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
@@ -8,8 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set in `_PG_init` when loaded through shared_preload_libraries; backends inherit it at fork.
 pub static PRELOADED: AtomicBool = AtomicBool::new(false);
 
-/// The worker's snapshot, or the error that explains why there is none.
+/// The worker's whole snapshot, or the error that explains why there is none.
 pub(crate) fn snapshot() -> Published {
+    read_snapshot(|p| *p)
+}
+
+/// Reads what `read` needs from the snapshot under the shared lock, without copying the rest
+/// (the node table is kilobytes; `pg_leader_is_leader()` needs two fields of it).
+pub(crate) fn read_snapshot<R>(read: impl FnOnce(&Published) -> R) -> R {
     if !PRELOADED.load(Ordering::Relaxed) {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -21,7 +28,7 @@ pub(crate) fn snapshot() -> Published {
         )
         .report(PgLogLevel::ERROR);
     }
-    *PUBLISHED.share()
+    read(&PUBLISHED.share())
 }
 
 /// The node id the worker published, or the setting before the worker has published.
@@ -34,7 +41,20 @@ fn node_id(p: &Published) -> i32 {
 }
 
 fn has_lease(p: &Published) -> bool {
-    p.role() == PublishedRole::Leader && monotonic_now().as_micros() < p.lease_deadline_us
+    lease_holds(lease_deadline(p))
+}
+
+/// The lease deadline when this node leads, else 0 (no lease).
+fn lease_deadline(p: &Published) -> u64 {
+    if p.role() == PublishedRole::Leader {
+        p.lease_deadline_us
+    } else {
+        0
+    }
+}
+
+fn lease_holds(deadline_us: u64) -> bool {
+    monotonic_now().as_micros() < deadline_us
 }
 
 fn ms_since(us: u64) -> Option<i64> {
@@ -45,24 +65,25 @@ fn ms_since(us: u64) -> Option<i64> {
 /// stopped worker cannot leave a stale true behind).
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_is_leader() -> bool {
-    has_lease(&snapshot())
+    // The clock is read after the lock is released: a later reading only shortens the lease.
+    lease_holds(read_snapshot(lease_deadline))
 }
 
 /// The leader this server knows of; NULL while none is known.
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_leader_id() -> Option<i32> {
-    let p = snapshot();
-    (p.leader_id != 0).then_some(p.leader_id)
+    let leader = read_snapshot(|p| p.leader_id);
+    (leader != 0).then_some(leader)
 }
 
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_term() -> i64 {
-    snapshot().term as i64
+    read_snapshot(|p| p.term) as i64
 }
 
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_node_id() -> i32 {
-    node_id(&snapshot())
+    read_snapshot(node_id)
 }
 
 #[allow(clippy::type_complexity)]
@@ -135,53 +156,58 @@ fn pg_leader_nodes() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Waits until a leader is known and returns its id; sleeps on the latch in short steps and
-/// can be cancelled.
-#[pg_extern(volatile, parallel_safe)]
-fn pg_leader_wait_for_leader(timeout_ms: default!(i32, 10000)) -> i32 {
+fn check_timeout(timeout_ms: i32, function: &'static str) {
     if timeout_ms < 0 {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("timeout_ms must not be negative: {timeout_ms}"),
-            "pg_leader_wait_for_leader",
+            function,
         )
         .report(PgLogLevel::ERROR);
     }
-    let start = monotonic_now();
-    loop {
+}
+
+/// Waits until a leader is known and returns its id. Woken by the worker's broadcast the
+/// moment one is published; can be cancelled.
+#[pg_extern(volatile, parallel_safe)]
+fn pg_leader_wait_for_leader(timeout_ms: default!(i32, 10000)) -> i32 {
+    check_timeout(timeout_ms, "pg_leader_wait_for_leader");
+    let mut leader = 0;
+    let found = CHANGES.wait_until(timeout_ms as u64, || {
+        leader = read_snapshot(|p| p.leader_id);
+        leader != 0
+    });
+    if !found {
         let p = snapshot();
-        if p.leader_id != 0 {
-            return p.leader_id;
-        }
-        let waited = monotonic_now().saturating_since(start).as_millis();
-        if waited >= timeout_ms as u64 {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                format!("no pg_leader leader known after {timeout_ms} ms"),
-                "pg_leader_wait_for_leader",
-            )
-            .set_detail(format!(
-                "This node is {} in term {}.",
-                p.role().as_str(),
-                p.term
-            ))
-            .set_hint("Check pg_leader_status() and pg_leader_nodes() on each server.")
-            .report(PgLogLevel::ERROR);
-        }
-        let step = (timeout_ms as u64 - waited).min(10) as std::ffi::c_long;
-        // SAFETY: MyLatch is this backend's own latch; WaitLatch and ResetLatch are the standard
-        // way for a backend to sleep interruptibly.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                step,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            format!("no pg_leader leader known after {timeout_ms} ms"),
+            "pg_leader_wait_for_leader",
+        )
+        .set_detail(format!(
+            "This node is {} in term {}.",
+            p.role().as_str(),
+            p.term
+        ))
+        .set_hint("Check pg_leader_status() and pg_leader_nodes() on each server.")
+        .report(PgLogLevel::ERROR);
     }
+    leader
+}
+
+/// Waits until this node's term differs from `known_term` and returns the new term; returns
+/// `known_term` itself when `timeout_ms` passes first. Woken by the worker the moment the term
+/// changes, so a failover script needs no polling loop:
+/// `SELECT pg_leader_wait_for_change(pg_leader_term())`.
+#[pg_extern(volatile, parallel_safe)]
+fn pg_leader_wait_for_change(known_term: i64, timeout_ms: default!(i32, 10000)) -> i64 {
+    check_timeout(timeout_ms, "pg_leader_wait_for_change");
+    let mut term = known_term;
+    CHANGES.wait_until(timeout_ms as u64, || {
+        term = read_snapshot(|p| p.term) as i64;
+        term != known_term
+    });
+    term
 }
 
 /// This server's role history, newest last: every role change and lease extension the worker

@@ -3,6 +3,7 @@
 //! The election itself lives in the `pg_leader_raft` crate; this crate is the PostgreSQL shell
 //! around it: settings, shared memory, the background worker and the SQL functions.
 
+use changes::CHANGES;
 use pgrx::prelude::*;
 use shmem::PUBLISHED;
 use std::sync::atomic::Ordering;
@@ -10,12 +11,17 @@ use std::sync::atomic::Ordering;
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod api;
+pub mod changes;
 pub mod clock;
 pub mod cluster_config;
 pub mod history;
+pub mod http;
+pub mod notifier;
 pub mod operations;
+pub mod role_hook;
 pub mod settings;
 pub mod shmem;
+pub mod wal;
 pub mod worker;
 
 #[pg_guard]
@@ -27,7 +33,9 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::define();
     pgrx::pg_shmem_init!(PUBLISHED);
+    pgrx::pg_shmem_init!(CHANGES);
     worker::register();
+    notifier::register();
     api::PRELOADED.store(true, Ordering::Relaxed);
 }
 

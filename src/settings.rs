@@ -13,6 +13,10 @@ pub static SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static HEARTBEAT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static ELECTION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static STATE_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ON_ROLE_CHANGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WAL_AWARE_ELECTION: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static HTTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Defines every setting and reserves the `pg_leader` prefix, so a misspelt
 /// `pg_leader.something` is reported instead of silently ignored.
@@ -79,6 +83,48 @@ pub fn define() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_leader.wal_aware_election",
+        c"Refuse votes to candidates with less WAL than this server on the same timeline.",
+        c"Then the elected leader is the server whose promotion loses the least data.",
+        &WAL_AWARE_ELECTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.on_role_change",
+        c"Shell command run when this server becomes leader or follows a new leader.",
+        c"%r is replaced by the role (leader or follower), %t by the term, %l by the leader's id.",
+        &ON_ROLE_CHANGE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.notify_database",
+        c"Database in which changes of leader or term are sent as NOTIFY pg_leader.",
+        c"Sessions connected to this database can LISTEN pg_leader.",
+        &crate::notifier::NOTIFY_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_leader.http_port",
+        c"TCP port of the HTTP health check (GET /leader, /replica, /status); 0 turns it off.",
+        c"Lets HAProxy or a load balancer find the leader without an agent.",
+        &HTTP_PORT,
+        0,
+        65535,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.http_address",
+        c"Address the HTTP health check listens on.",
+        c"Empty means the host of this server's own entry in pg_leader.peers; '*' means every address.",
+        &HTTP_ADDRESS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init in the postmaster, where GUC functions may be called.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_leader".as_ptr()) };
 }
@@ -93,6 +139,8 @@ pub struct NodeSettings {
     pub heartbeat_ms: u32,
     pub election_timeout_ms: u32,
     pub state_dir: PathBuf,
+    /// Where the HTTP health check listens, as "host:port"; None when it is off.
+    pub http_listen: Option<String>,
 }
 
 fn text(setting: &GucSetting<Option<CString>>) -> String {
@@ -160,6 +208,7 @@ impl NodeSettings {
         let election_timeout_ms = ELECTION_TIMEOUT.get() as u32;
         cluster_config::check_timing(heartbeat_ms, election_timeout_ms)?;
         let state_dir = NodeSettings::state_dir();
+        let http_listen = http_listen(&peers, node_id as u32);
         Ok(NodeSettings {
             node_id: node_id as u32,
             peers,
@@ -168,6 +217,34 @@ impl NodeSettings {
             heartbeat_ms,
             election_timeout_ms,
             state_dir,
+            http_listen,
         })
     }
+}
+
+/// `pg_leader.on_role_change`; empty when not set.
+pub fn on_role_change() -> String {
+    text(&ON_ROLE_CHANGE)
+}
+
+/// `pg_leader.http_address` and `pg_leader.http_port` as one address, None when turned off.
+fn http_listen(peers: &[Peer], me: u32) -> Option<String> {
+    let port = HTTP_PORT.get();
+    if port == 0 {
+        return None;
+    }
+    let host = match text(&HTTP_ADDRESS).trim() {
+        "" => peers
+            .iter()
+            .find(|p| p.id == me)
+            .map_or_else(|| "127.0.0.1".to_string(), |p| p.host.clone()),
+        "*" => "0.0.0.0".to_string(),
+        h => h.to_string(),
+    };
+    // An IPv6 literal needs brackets before the port.
+    Some(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }

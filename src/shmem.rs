@@ -6,6 +6,7 @@ use pgrx::{PGRXSharedMemory, PgLwLock};
 pub const MAX_NODES: usize = 16;
 const ADDRESS_LEN: usize = 128;
 const ERROR_LEN: usize = 512;
+const CAUSE_LEN: usize = 32;
 
 /// The worker's state as sessions see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,9 @@ pub struct Published {
     pub last_leader_contact_us: u64,
     error: [u8; ERROR_LEN],
     error_len: u16,
+    /// Why the role last changed (a `Cause`), for notifications.
+    cause: [u8; CAUSE_LEN],
+    cause_len: u16,
     pub node_count: u32,
     pub nodes: [NodeSlot; MAX_NODES],
     /// The worker's pid, for sessions that signal it a request.
@@ -125,6 +129,14 @@ impl Published {
 
     pub fn set_error(&mut self, error: Option<&str>) {
         copy_into(&mut self.error, &mut self.error_len, error.unwrap_or(""));
+    }
+
+    pub fn cause(&self) -> &str {
+        std::str::from_utf8(&self.cause[..self.cause_len as usize]).unwrap_or("?")
+    }
+
+    pub fn set_cause(&mut self, cause: &str) {
+        copy_into(&mut self.cause, &mut self.cause_len, cause);
     }
 
     pub fn nodes(&self) -> &[NodeSlot] {

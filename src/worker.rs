@@ -2,15 +2,19 @@
 //! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
 //! -> publish -> send -> log.
 
+use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
 use crate::cluster_config::SettingError;
 use crate::history::History;
+use crate::http::{Health, HttpServer};
+use crate::role_hook::{self, Outcome, RoleHook};
 use crate::settings::NodeSettings;
 use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use pg_leader_raft::{
     Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status, TransferError,
+    WalPosition,
 };
 use pg_leader_storage::{Storage, StorageError};
 use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
@@ -104,6 +108,8 @@ struct Node {
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
+    http: Option<HttpServer>,
+    hook: RoleHook,
 }
 
 #[pg_guard]
@@ -237,6 +243,19 @@ impl Node {
         poll.registry()
             .register(&mut socket, Token(0), Interest::READABLE)
             .map_err(|e| StartError::plain(format!("could not register socket: {e}"), None))?;
+        let http = match &settings.http_listen {
+            None => None,
+            Some(listen) => {
+                let address = resolve(listen)?;
+                Some(HttpServer::bind(address, poll.registry()).map_err(|e| {
+                    StartError::plain(
+                        format!("could not listen for HTTP on {address}: {e}"),
+                        Some("Check pg_leader.http_port and pg_leader.http_address."),
+                    )
+                    .transient()
+                })?)
+            }
+        };
         let config = Config::new(me, addresses.keys().copied().collect()).with_timing(
             Duration::from_millis(settings.heartbeat_ms as u64),
             Duration::from_millis(settings.election_timeout_ms as u64),
@@ -264,6 +283,10 @@ impl Node {
             .map(|id| (*id, PeerStats::default()))
             .collect();
         let history = History::new(&settings.state_dir);
+        let hook = RoleHook::new(
+            &crate::settings::on_role_change(),
+            settings.state_dir.join("on_role_change.out"),
+        );
         let mut node = Node {
             settings,
             raft,
@@ -278,6 +301,8 @@ impl Node {
             sent_counters: BTreeMap::new(),
             history,
             transfer_answered: PUBLISHED.share().transfer_asked,
+            http,
+            hook,
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -298,11 +323,19 @@ impl Node {
             }
             let _ = BackgroundWorker::sigint_received();
             self.serve_transfer_request();
+            self.run_role_hook();
             // SAFETY: getppid cannot fail. A new parent means the postmaster is gone.
             if unsafe { libc::getppid() } != self.parent_pid {
                 self.unpublish();
                 return;
             }
+            // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
+            self.raft
+                .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
+                    crate::wal::current_position()
+                } else {
+                    WalPosition::default()
+                });
             let now = monotonic_now();
             let deadline = self.raft.next_deadline();
             if deadline <= now {
@@ -320,8 +353,22 @@ impl Node {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => pgrx::error!("pg_leader: could not wait for events: {e}"),
             }
+            self.serve_http(&events);
             self.receive_all(&mut buf);
         }
+    }
+
+    /// Answers the health-check connections that became ready.
+    fn serve_http(&mut self, events: &Events) {
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        for event in events.iter().filter(|e| HttpServer::owns(e.token())) {
+            let (raft, settings, stats) = (&self.raft, &self.settings, &self.stats);
+            http.on_event(event.token(), registry, || health_of(raft, settings, stats));
+        }
+        http.expire(registry);
     }
 
     fn receive_all(&mut self, buf: &mut [u8]) {
@@ -396,10 +443,48 @@ impl Node {
             // Nothing that depends on this state may leave: exit, and restart from the disk.
             pgrx::error!("pg_leader: could not make its state durable: {e}");
         }
+        if let Some(cause) = ready.events.iter().rev().find_map(|e| match e {
+            Event::RoleChanged { cause, .. } => Some(*cause),
+            _ => None,
+        }) {
+            PUBLISHED.exclusive().set_cause(cause.as_str());
+        }
         self.publish();
         self.record_history(&ready);
         self.send(&ready);
         self.log_events(&ready);
+        let status = self.raft.status();
+        match (status.role, status.leader_id) {
+            (Role::Leader, _) => self.hook.observe("leader", status.term.0, status.id.0),
+            (Role::Follower, Some(l)) => self.hook.observe("follower", status.term.0, l.0),
+            _ => {}
+        }
+    }
+
+    /// Starts, reaps and logs the `pg_leader.on_role_change` command.
+    fn run_role_hook(&mut self) {
+        for outcome in self.hook.poll() {
+            match outcome {
+                Outcome::Started(command) => {
+                    pgrx::log!("pg_leader: running on_role_change: {command}")
+                }
+                Outcome::CouldNotStart(command, e) => {
+                    pgrx::warning!("pg_leader: could not run on_role_change \"{command}\": {e}")
+                }
+                Outcome::Finished(command, status, output) if status.success() => {
+                    pgrx::log!(
+                        "pg_leader: on_role_change \"{command}\" succeeded; output: {output}"
+                    )
+                }
+                Outcome::Finished(command, status, output) => {
+                    pgrx::warning!("pg_leader: on_role_change \"{command}\" failed ({status}); output: {output}")
+                }
+                Outcome::TimedOut(command) => pgrx::warning!(
+                    "pg_leader: on_role_change \"{command}\" was killed after {} s",
+                    role_hook::TIMEOUT.as_secs()
+                ),
+            }
+        }
     }
 
     fn record_history(&mut self, ready: &Ready) {
@@ -463,14 +548,10 @@ impl Node {
     fn publish(&self) {
         let status: Status = self.raft.status();
         let mut p = PUBLISHED.exclusive();
+        let before = (p.role(), p.term, p.leader_id);
         p.generation += 1;
         p.node_id = status.id.0 as i32;
-        p.set_role(match status.role {
-            Role::Follower => PublishedRole::Follower,
-            Role::PreCandidate => PublishedRole::PreCandidate,
-            Role::Candidate => PublishedRole::Candidate,
-            Role::Leader => PublishedRole::Leader,
-        });
+        p.set_role(published_role(status.role));
         p.term = status.term.0;
         p.leader_id = status.leader_id.map_or(0, |l| l.0 as i32);
         p.voted_for = status.voted_for.map_or(0, |v| v.0 as i32);
@@ -495,6 +576,11 @@ impl Node {
                 self.raft.follower_progress(id).map_or(0, |(m, _)| m.0)
             };
         }
+        let changed = before != (p.role(), p.term, p.leader_id);
+        drop(p);
+        if changed {
+            CHANGES.broadcast();
+        }
     }
 
     /// No lease, no role: what sessions must see once this worker stops driving the core.
@@ -504,10 +590,13 @@ impl Node {
         p.set_role(PublishedRole::Starting);
         p.lease_deadline_us = 0;
         p.leader_id = 0;
+        drop(p);
+        CHANGES.broadcast();
     }
 
     fn reload(&mut self) {
         reload_config_file();
+        self.hook.set_template(&crate::settings::on_role_change());
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
         if (heartbeat, election)
@@ -631,5 +720,87 @@ impl Node {
             }
         }
         self.unpublish();
+    }
+}
+
+fn json_text(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_opt(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
+/// What the HTTP health check reports: the same facts as pg_leader_status() and
+/// pg_leader_nodes(), read from the worker's own state.
+fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, PeerStats>) -> Health {
+    let now = monotonic_now();
+    let status = raft.status();
+    let lease_us = status
+        .lease_deadline
+        .filter(|d| *d > now)
+        .map(|d| d.saturating_since(now).as_micros());
+    let ms_ago = |us: u64| (us != 0).then(|| now.as_micros().saturating_sub(us) / 1000);
+    let contact_ms = status
+        .last_leader_contact
+        .map(|t| now.saturating_since(t).as_millis());
+    let is_leader = status.role == Role::Leader && lease_us.is_some();
+    let healthy_follower = status.role == Role::Follower
+        && status.leader_id.is_some()
+        && contact_ms.is_some_and(|ms| ms < settings.election_timeout_ms as u64);
+    let nodes: Vec<String> = settings
+        .peers
+        .iter()
+        .map(|peer| {
+            let id = NodeId(peer.id);
+            let s = stats.get(&id).copied().unwrap_or_default();
+            format!(
+                "{{\"node_id\":{},\"address\":{},\"is_self\":{},\"is_leader\":{},\"last_contact_ms\":{},\"packets_in\":{},\"packets_out\":{},\"packets_rejected\":{}}}",
+                peer.id,
+                json_text(&peer.address()),
+                id == status.id,
+                status.leader_id == Some(id),
+                json_opt(ms_ago(s.last_contact_us)),
+                s.packets_in,
+                s.packets_out,
+                s.packets_rejected
+            )
+        })
+        .collect();
+    let status_json = format!(
+        "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"nodes\":[{}]}}\n",
+        status.id.0,
+        json_text(published_role(status.role).as_str()),
+        status.term.0,
+        json_opt(status.leader_id.map(|l| l.0)),
+        is_leader,
+        json_opt(lease_us.map(|us| us / 1000)),
+        json_opt(contact_ms),
+        status.commit_index.0,
+        nodes.join(",")
+    );
+    Health {
+        is_leader,
+        healthy_follower,
+        status_json,
+    }
+}
+
+fn published_role(role: Role) -> PublishedRole {
+    match role {
+        Role::Follower => PublishedRole::Follower,
+        Role::PreCandidate => PublishedRole::PreCandidate,
+        Role::Candidate => PublishedRole::Candidate,
+        Role::Leader => PublishedRole::Leader,
     }
 }

@@ -77,7 +77,11 @@ CONF
 }
 
 node_write_identity() {
-  printf "port = %s\npg_leader.node_id = %s\n" $((BASE_PG_PORT + $1)) "$1" | as_pg tee "$WORK/n$1/node.conf" >/dev/null
+  {
+    printf "port = %s\npg_leader.node_id = %s\n" $((BASE_PG_PORT + $1)) "$1"
+    # HTTP_BASE_PORT set: node i serves its HTTP health check on HTTP_BASE_PORT + i.
+    [ -z "${HTTP_BASE_PORT:-}" ] || printf "pg_leader.http_port = %s\n" $((HTTP_BASE_PORT + $1))
+  } | as_pg tee "$WORK/n$1/node.conf" >/dev/null
 }
 
 node_start() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -w -t 30 start >/dev/null; }

@@ -6,7 +6,7 @@ use crate::clock::NodeClock;
 use crate::network::Network;
 use pg_leader_raft::{
     Config, Duration, Event, Instant, LogIndex, Message, NodeId, PersistedState, Raft,
-    RandomSource, Ready, Role, SplitMix64, Term,
+    RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -179,6 +179,14 @@ impl Cluster {
             now,
         )
         .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;
+        // A WAL position from a small range, so that voters often find a candidate behind
+        // them: refusals may only cost time, never safety or liveness.
+        let mut raft = raft;
+        raft.set_wal_position(WalPosition {
+            timeline: 1,
+            lsn: self.rng.uniform(0, 4),
+        });
+        let node = &mut self.nodes[i];
         node.verified_commit = 0;
         node.raft = Some(raft);
         self.trace_line(i, "started from disk");

@@ -36,6 +36,8 @@ pub struct Config {
     pub check_quorum: bool,
     /// At most this many entries in one AppendEntries.
     pub max_entries_per_message: usize,
+    /// Refuse (pre-)votes to candidates whose `WalPosition` is behind this node's.
+    pub wal_aware: bool,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             max_entries_per_message: 64,
+            wal_aware: true,
         }
     }
 

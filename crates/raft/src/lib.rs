@@ -19,7 +19,7 @@ mod roles;
 pub mod types;
 
 pub use config::{Config, ConfigError};
-pub use message::{Body, Entry, EntryData, Message, PROTOCOL_VERSION};
+pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError};
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 pub use rng::{RandomSource, SplitMix64};

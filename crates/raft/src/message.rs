@@ -5,7 +5,30 @@ use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever `Message` or `Entry` change shape on the wire.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// How far a server's data goes: its PostgreSQL timeline and WAL position (flush LSN on a
+/// primary, replay LSN on a standby). Zero means unknown. Opaque to Raft's own rules: it only
+/// lets voters refuse a candidate whose promotion would lose data they have.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct WalPosition {
+    pub timeline: u32,
+    pub lsn: u64,
+}
+
+impl WalPosition {
+    pub fn known(&self) -> bool {
+        self.timeline != 0
+    }
+
+    /// True when both are known, on one timeline, and `self` is behind `other`. Positions on
+    /// different timelines are not compared: which one wins is the failover script's call.
+    pub fn is_behind(&self, other: &WalPosition) -> bool {
+        self.known() && other.known() && self.timeline == other.timeline && self.lsn < other.lsn
+    }
+}
 
 /// One log entry (§5.3). Its command is opaque to the core.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +65,8 @@ pub enum Body {
         /// Set by a transfer target: voters skip leader stickiness, since the leader itself
         /// asked for the handover and has given up its lease.
         transfer: bool,
+        /// The candidate's data position; voters further ahead refuse it (`Config::wal_aware`).
+        wal: WalPosition,
     },
     VoteResponse {
         pre_vote: bool,

@@ -3,7 +3,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
-use crate::message::{Body, EntryData, Message};
+use crate::message::{Body, EntryData, Message, WalPosition};
 use crate::progress::{LeaderState, Transfer, TransferPhase};
 use crate::quorum::{majority, quorum_value};
 use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
@@ -34,6 +34,8 @@ pub struct Raft {
     pub(crate) election_deadline: Instant,
     /// Leader stickiness: no vote for anyone before this moment, except for a handover.
     pub(crate) votes_refused_until: Instant,
+    /// This server's data position, told by the host (`set_wal_position`).
+    pub(crate) wal: WalPosition,
     pub(crate) last_leader_contact: Option<Instant>,
     /// Exists only while leading.
     pub(crate) leader: Option<LeaderState>,
@@ -125,6 +127,7 @@ impl Raft {
             now,
             election_deadline: now,
             votes_refused_until: now,
+            wal: WalPosition::default(),
             last_leader_contact: None,
             leader: None,
             votes: BTreeMap::new(),
@@ -287,6 +290,12 @@ impl Raft {
         self.lease_deadline().is_some_and(|d| now < d)
     }
 
+    /// Tells the core how far this server's data goes; sent with vote requests and compared
+    /// with candidates' (`Config::wal_aware`). The host updates it before each tick.
+    pub fn set_wal_position(&mut self, wal: WalPosition) {
+        self.wal = wal;
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.config.id,
@@ -403,16 +412,26 @@ impl Raft {
             last_log_index,
             last_log_term,
             transfer,
+            wal,
         } = msg.body
         else {
             return;
         };
         let sticky = self.in_lease() && !transfer;
+        // The WAL decides only between candidates Raft finds equal (the same last log entry):
+        // a voter ahead in WAL but behind in the log must still elect the candidate with the
+        // newer log, or neither could win. A handover target, chosen by the leader or the
+        // operator, is not judged on its WAL.
+        let same_log =
+            last_log_index == self.log.last_index() && last_log_term == self.log.last_term();
+        let behind = self.config.wal_aware && !transfer && same_log && wal.is_behind(&self.wal);
         let free_to_vote = self.voted_for == Some(msg.from)
             || (self.voted_for.is_none() && self.leader_id.is_none())
             || (pre_vote && msg.term > self.term);
-        let granted =
-            !sticky && free_to_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = !sticky
+            && !behind
+            && free_to_vote
+            && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted && !pre_vote {
             // Durable before the grant leaves: the Ready carries the hard state first.
             self.voted_for = Some(msg.from);
@@ -520,6 +539,7 @@ impl Raft {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             transfer,
+            wal: self.wal,
         };
         let peers: Vec<NodeId> = self.config.peers().collect();
         for peer in peers {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Body, Cause, Event, LogIndex, Message, NodeId, Role, Term};
+use pg_leader_raft::{Body, Cause, Event, LogIndex, Message, NodeId, Role, Term, WalPosition};
 
 fn vote_request(from: u32, to: u32, term: u64, pre_vote: bool, last: (u64, u64)) -> Message {
     Message {
@@ -16,6 +16,7 @@ fn vote_request(from: u32, to: u32, term: u64, pre_vote: bool, last: (u64, u64))
             last_log_index: LogIndex(last.0),
             last_log_term: Term(last.1),
             transfer: false,
+            wal: WalPosition::default(),
         },
     }
 }
@@ -335,4 +336,97 @@ fn messages_from_strangers_or_with_torn_entries_are_dropped() {
         c.with_node(1, |r, now| r.step(misaddressed, now)),
         Err(pg_leader_raft::Dropped::NotForThisNode)
     );
+}
+
+fn with_wal(mut m: Message, timeline: u32, lsn: u64) -> Message {
+    if let Body::RequestVote { wal, .. } = &mut m.body {
+        *wal = WalPosition { timeline, lsn };
+    }
+    m
+}
+
+#[test]
+fn wal_aware_a_voter_refuses_a_candidate_with_less_wal_on_its_timeline() {
+    // Voter at timeline 1, LSN 1000. Candidates: (timeline, lsn, pre_vote) -> granted?
+    let cases = [
+        (1, 999, true, false),
+        (1, 999, false, false),
+        (1, 1000, false, true),
+        (1, 5000, true, true),
+        // Another timeline, or an unknown position, is not compared.
+        (2, 10, false, true),
+        (0, 0, false, true),
+    ];
+    for (timeline, lsn, pre_vote, granted) in cases {
+        let mut c = TestCluster::new(3);
+        c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+        c.with_node(3, |r, _| {
+            r.set_wal_position(WalPosition {
+                timeline: 1,
+                lsn: 1000,
+            })
+        });
+        let request = with_wal(vote_request(1, 3, 1, pre_vote, (0, 0)), timeline, lsn);
+        c.with_node(3, |r, now| r.step(request, now).unwrap());
+        let answer = vote_answer(&c, 3).map(|(_, g)| g);
+        assert_eq!(
+            answer,
+            Some(granted),
+            "candidate at {timeline}/{lsn}, pre_vote {pre_vote}"
+        );
+    }
+}
+
+#[test]
+fn wal_aware_off_judges_the_raft_log_alone() {
+    let mut c = TestCluster::new(3);
+    let mut cfg = config(3, 3);
+    cfg.wal_aware = false;
+    c.crash(3);
+    c.restart_with(3, cfg);
+    // Past the restart's vote blackout.
+    c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+    c.with_node(3, |r, _| {
+        r.set_wal_position(WalPosition {
+            timeline: 1,
+            lsn: 1000,
+        })
+    });
+    let request = with_wal(vote_request(1, 3, 1, false, (0, 0)), 1, 1);
+    c.with_node(3, |r, now| r.step(request, now).unwrap());
+    assert_eq!(vote_answer(&c, 3), Some((Term(1), true)));
+}
+
+#[test]
+fn wal_aware_the_most_advanced_reachable_node_is_elected() {
+    // Node 1 is behind and times out first; node 2 refuses it, then wins on its own timer.
+    let mut c = TestCluster::new(3);
+    c.with_node(1, |r, _| {
+        r.set_wal_position(WalPosition {
+            timeline: 1,
+            lsn: 10,
+        })
+    });
+    c.with_node(2, |r, _| {
+        r.set_wal_position(WalPosition {
+            timeline: 1,
+            lsn: 20,
+        })
+    });
+    c.with_node(3, |r, _| {
+        r.set_wal_position(WalPosition {
+            timeline: 1,
+            lsn: 20,
+        })
+    });
+    c.crash(3);
+    c.with_node(1, |r, now| r.campaign(now));
+    for _ in 0..400 {
+        c.deliver();
+        c.advance_ms(10);
+        if c.leaders_with_lease() == vec![2] {
+            break;
+        }
+    }
+    assert_eq!(c.leaders_with_lease(), vec![2]);
 }

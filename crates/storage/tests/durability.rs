@@ -1,7 +1,9 @@
 //! Durable state on a real file system: atomic saves, checksums, owner stamps, and the vote
 //! surviving a crash between persisting and sending.
 
-use pg_leader_raft::{Body, Config, Instant, LogIndex, Message, NodeId, Raft, SplitMix64, Term};
+use pg_leader_raft::{
+    Body, Config, Instant, LogIndex, Message, NodeId, Raft, SplitMix64, Term, WalPosition,
+};
 use pg_leader_storage::{Storage, StorageError, STATE_FILE};
 use std::fs;
 
@@ -19,6 +21,7 @@ fn vote_request(from: u32, term: u64) -> Message {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
             transfer: false,
+            wal: WalPosition::default(),
         },
     }
 }

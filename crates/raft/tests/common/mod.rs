@@ -150,8 +150,12 @@ impl TestCluster {
 
     pub fn restart(&mut self, n: u32) {
         let total = self.nodes.len() as u32;
+        self.restart_with(n, config(n, total));
+    }
+
+    pub fn restart_with(&mut self, n: u32, config: Config) {
         let raft = Raft::new(
-            config(n, total),
+            config,
             self.disks[n as usize - 1].clone(),
             Box::new(SplitMix64::new(n as u64 + 100)),
             self.now,

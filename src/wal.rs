@@ -1,0 +1,25 @@
+//! This server's WAL position, for WAL-aware elections (`pg_leader.wal_aware_election`).
+//!
+//! Read straight from shared memory, the way `pg_current_wal_flush_lsn()` and
+//! `pg_last_wal_replay_lsn()` read it, so the worker needs no database connection and the
+//! reading costs a spinlock: on a primary the flush position of its timeline, on a standby the
+//! replay position. The replay position (not the receive position) is what a standby has
+//! applied: a standby with replay paused or far behind counts as behind, since promoting it
+//! would first have to replay, or would lose, everything after it.
+
+use pg_leader_raft::WalPosition;
+use pgrx::pg_sys;
+
+pub fn current_position() -> WalPosition {
+    let mut timeline: pg_sys::TimeLineID = 0;
+    // SAFETY: both functions only read XLogCtl/XLogRecoveryCtl under their spinlocks; they are
+    // meant to be called by any process attached to shared memory.
+    let lsn = unsafe {
+        if pg_sys::RecoveryInProgress() {
+            pg_sys::GetXLogReplayRecPtr(&mut timeline)
+        } else {
+            pg_sys::GetFlushRecPtr(&mut timeline)
+        }
+    };
+    WalPosition { timeline, lsn }
+}

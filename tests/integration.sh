@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# End-to-end tests of what pg_leader offers the tools around PostgreSQL, on real servers (a
+# primary and two pg_basebackup standbys): the HTTP health check, pg_leader_wait_for_change(),
+# NOTIFY pg_leader, the on_role_change command, WAL-aware elections and the examples.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BASE_PG_PORT=55450
+BASE_RAFT_PORT=7450
+HTTP_BASE_PORT=7480
+source tests/lib.sh
+
+WORK=$(mktemp -d /tmp/pg_leader_integration.XXXXXX)
+trap 'kill "$(cat "$WORK/haproxy.pid" 2>/dev/null)" 2>/dev/null; cluster_cleanup' EXIT
+HOOK_LOG=$WORK/on_role_change.log
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$((HTTP_BASE_PORT + $1))$2"; }
+fails() { ! "$@" >/dev/null 2>&1; }
+leader_now() { local l; l=$(leaders_among 1 2 3); echo "${l% }"; }
+transfer_to() {   # transfer_to NODE: make NODE the leader (a planned switchover)
+  local l; l=$(leader_now)
+  [ "$l" = "$1" ] || sql "$l" "SELECT pg_leader_transfer_leadership($1)" >/dev/null
+  wait_for 10 "node $1 to lead" one_agreed_leader 1 2 3 && [ "$(leader_now)" = "$1" ]
+}
+
+echo "# three servers with the HTTP health check and an on_role_change command"
+cluster_init_replicated "$WORK" 3 "pg_leader.on_role_change = 'echo %r %t %l >> $HOOK_LOG'" \
+  "listen_addresses = '127.0.0.1'"
+node_start 2; node_start 3
+sql 1 "CREATE EXTENSION pg_leader" >/dev/null
+check "one leader agreed by all three" wait_for 15 "one leader" one_agreed_leader 1 2 3
+L=$(leader_now); F=$(( L % 3 + 1 ))
+
+echo "# HTTP health check"
+check "GET /leader is 200 on the leader" test "$(http_code "$L" /leader)" = 200
+check "GET /leader is 503 on a follower" test "$(http_code "$F" /leader)" = 503
+check "GET /replica is 200 on a follower" test "$(http_code "$F" /replica)" = 200
+check "GET /replica is 503 on the leader" test "$(http_code "$L" /replica)" = 503
+check "GET /status is JSON naming the leader" \
+  test "$(curl -s -m 2 "http://127.0.0.1:$((HTTP_BASE_PORT + F))/status" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["leader_id"], d["role"], len(d["nodes"]))')" = "$L follower 3"
+check "HEAD /leader answers without a body" \
+  test "$(curl -s -I -m 2 "http://127.0.0.1:$((HTTP_BASE_PORT + L))/leader" | head -1 | tr -d '\r')" = "HTTP/1.1 200 OK"
+check "an unknown path is 404" test "$(http_code "$L" /nothing)" = 404
+# A client that connects and says nothing must not hold the worker up.
+exec 9<>/dev/tcp/127.0.0.1/$((HTTP_BASE_PORT + L))
+check "a silent connection does not stall the health check" test "$(http_code "$L" /leader)" = 200
+exec 9>&-
+
+echo "# waiting for a change, NOTIFY and the role command"
+T=$(sql "$F" "SELECT pg_leader_term()")
+check "pg_leader_wait_for_change() returns the same term on timeout" \
+  test "$(sql "$F" "SELECT pg_leader_wait_for_change($T, 200)")" = "$T"
+check "a negative timeout is refused" fails sql "$F" "SELECT pg_leader_wait_for_change(1, -1)"
+sql "$F" "SELECT pg_leader_wait_for_change($T, 20000)" >"$WORK/changed" 2>&1 &
+waiter=$!
+# A session listening on the primary (notifications need a server that accepts writes).
+as_pg psql -X -q -h "$WORK" -p $((BASE_PG_PORT + 1)) -U postgres -d postgres \
+  -c "LISTEN pg_leader" -c "SELECT pg_sleep(4)" >"$WORK/notified" 2>&1 &
+listener=$!
+sleep 1
+check "switchover to node $F" transfer_to "$F"
+wait $waiter
+check "pg_leader_wait_for_change() returned the new term" test "$(cat "$WORK/changed")" -gt "$T"
+wait $listener
+check "a LISTEN pg_leader session on the primary got the new term and leader as JSON" \
+  grep -q "payload \"{\"term\": [0-9]*, \"leader\": $F, \"previous\": $L" "$WORK/notified"
+check "the role command ran on the new leader" wait_for 5 "the hook" grep -q "^leader [0-9]* $F$" "$HOOK_LOG"
+check "the role command ran on a follower" wait_for 5 "the hook" grep -q "^follower [0-9]* $F$" "$HOOK_LOG"
+check "the role command's run is logged" wait_for 5 "the log line" grep -q 'on_role_change "echo leader' "$WORK/n$F.log"
+
+echo "# WAL-aware elections: a standby with replay paused is never elected"
+check "replay paused on node 3" test "$(sql 3 "SELECT pg_wal_replay_pause(); SELECT pg_get_wal_replay_pause_state()")" != "not paused"
+sql 1 "CREATE TABLE wal_test (x int)" >/dev/null
+for round in 1 2 3; do
+  check "round $round: node 1 (the primary) leads" transfer_to 1
+  sql 1 "INSERT INTO wal_test SELECT generate_series(1, 10000)" >/dev/null
+  lsn=$(sql 1 "SELECT pg_current_wal_flush_lsn()")
+  # After a kill of the primary, node 2's WAL receiver reconnects within wal_retrieve_retry_interval.
+  check "round $round: node 2 replayed the new WAL" wait_for 30 "node 2 to replay" \
+    test "$(sql 2 "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t
+  check "round $round: node 3 is behind" test "$(sql 3 "SELECT pg_last_wal_replay_lsn() < '$lsn'")" = t
+  kill -9 "$(node_pid 1)"
+  check "round $round: a leader among the survivors" wait_for 15 "a new leader" one_agreed_leader 2 3
+  check "round $round: it is node 2, the one with the most WAL" test "$(leaders_among 2 3)" = "2 "
+  sleep 0.5
+  node_start 1 2>/dev/null
+  wait_for 15 "all three agree" one_agreed_leader 1 2 3
+done
+sql 3 "SELECT pg_wal_replay_resume()" >/dev/null
+
+echo "# the keepalived check"
+check "keepalived check passes on the leader" examples/keepalived_check.sh "http://127.0.0.1:$((HTTP_BASE_PORT + $(leader_now)))/leader"
+F=$(( $(leader_now) % 3 + 1 ))
+check "keepalived check fails on a follower" fails examples/keepalived_check.sh "http://127.0.0.1:$((HTTP_BASE_PORT + F))/leader"
+
+echo "# HAProxy routes writes to the leader (examples/haproxy.cfg)"
+tcp_sql() { as_pg psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2" 2>/dev/null; }
+for i in 1 2 3; do export "PG$i=127.0.0.1:$((BASE_PG_PORT + i))" "CHECK_PORT$i=$((HTTP_BASE_PORT + i))"; done
+export WRITE_BIND=127.0.0.1:7495 READ_BIND=127.0.0.1:7496
+if haproxy -q -D -p "$WORK/haproxy.pid" -f examples/haproxy.cfg; then
+  check "HAProxy's write port reaches the leader" wait_for 10 "HAProxy to find the leader" \
+    test "$(tcp_sql 7495 'SELECT pg_leader_is_leader()')" = t
+  check "HAProxy's read port reaches a follower" test "$(tcp_sql 7496 'SELECT pg_leader_is_leader()')" = f
+  F=$(( $(leader_now) % 3 + 1 ))
+  check "switchover to node $F" transfer_to "$F"
+  check "after the switchover HAProxy's write port reaches the new leader" wait_for 10 "HAProxy to follow" \
+    test "$(tcp_sql 7495 'SELECT pg_leader_node_id()')" = "$F"
+else
+  check "haproxy starts with examples/haproxy.cfg" false
+fi
+
+echo "integration: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
