@@ -10,10 +10,12 @@ HTTP_BASE_PORT=7480
 source tests/lib.sh
 
 WORK=$(mktemp -d /tmp/pg_leader_integration.XXXXXX)
-trap 'kill "$(cat "$WORK/haproxy.pid" 2>/dev/null)" 2>/dev/null; cluster_cleanup' EXIT
+trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; pkill -f pgbouncer_repoint.sh; cluster_cleanup' EXIT
 HOOK_LOG=$WORK/on_role_change.log
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$((HTTP_BASE_PORT + $1))$2"; }
 fails() { ! "$@" >/dev/null 2>&1; }
+# answers WANT COMMAND...: COMMAND prints WANT. Run anew on every try of wait_for.
+answers() { local want=$1; shift; [ "$("$@" 2>/dev/null)" = "$want" ]; }
 leader_now() { local l; l=$(leaders_among 1 2 3); echo "${l% }"; }
 transfer_to() {   # transfer_to NODE: make NODE the leader (a planned switchover)
   local l; l=$(leader_now)
@@ -71,12 +73,12 @@ check "replay paused on node 3" test "$(sql 3 "SELECT pg_wal_replay_pause(); SEL
 sql 1 "CREATE TABLE wal_test (x int)" >/dev/null
 for round in 1 2 3; do
   check "round $round: node 1 (the primary) leads" transfer_to 1
-  sql 1 "INSERT INTO wal_test SELECT generate_series(1, 10000)" >/dev/null
+  # The flush position right after the commit: a standby that replayed up to it has the rows.
+  lsn=$(sql 1 "INSERT INTO wal_test SELECT generate_series(1, 10000); SELECT pg_current_wal_flush_lsn()")
   # After a kill of the primary, node 2's WAL receiver reconnects within wal_retrieve_retry_interval.
   check "round $round: node 2 replayed the new rows" wait_for 30 "node 2 to replay" \
-    test "$(sql 2 "SELECT count(*) FROM wal_test")" = $((round * 10000))
-  n2=$(sql 2 "SELECT pg_last_wal_replay_lsn()")
-  check "round $round: node 3 is behind node 2" test "$(sql 3 "SELECT pg_last_wal_replay_lsn() < '$n2'")" = t
+    answers t sql 2 "SELECT pg_last_wal_replay_lsn() >= '$lsn'"
+  check "round $round: node 3 is behind" test "$(sql 3 "SELECT pg_last_wal_replay_lsn() < '$lsn'")" = t
   kill -9 "$(node_pid 1)"
   check "round $round: a leader among the survivors" wait_for 15 "a new leader" one_agreed_leader 2 3
   check "round $round: it is node 2, the one with the most WAL" test "$(leaders_among 2 3)" = "2 "
@@ -97,14 +99,53 @@ for i in 1 2 3; do export "PG$i=127.0.0.1:$((BASE_PG_PORT + i))" "CHECK_PORT$i=$
 export WRITE_BIND=127.0.0.1:7495 READ_BIND=127.0.0.1:7496
 if haproxy -q -D -p "$WORK/haproxy.pid" -f examples/haproxy.cfg; then
   check "HAProxy's write port reaches the leader" wait_for 10 "HAProxy to find the leader" \
-    test "$(tcp_sql 7495 'SELECT pg_leader_is_leader()')" = t
+    answers t tcp_sql 7495 'SELECT pg_leader_is_leader()'
   check "HAProxy's read port reaches a follower" test "$(tcp_sql 7496 'SELECT pg_leader_is_leader()')" = f
   F=$(( $(leader_now) % 3 + 1 ))
   check "switchover to node $F" transfer_to "$F"
   check "after the switchover HAProxy's write port reaches the new leader" wait_for 10 "HAProxy to follow" \
-    test "$(tcp_sql 7495 'SELECT pg_leader_node_id()')" = "$F"
+    answers "$F" tcp_sql 7495 'SELECT pg_leader_node_id()'
 else
   check "haproxy starts with examples/haproxy.cfg" false
+fi
+
+echo "# pgbouncer follows the leader (examples/pgbouncer_repoint.sh)"
+PGB_PORT=7497
+as_pg mkdir -p "$WORK/pgbouncer"
+cat <<INI | as_pg tee "$WORK/pgbouncer/pgbouncer.ini" >/dev/null
+%include $WORK/pgbouncer/databases.ini
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir = $WORK/pgbouncer
+auth_type = trust
+auth_file = $WORK/pgbouncer/users.txt
+admin_users = postgres
+pool_mode = session
+server_reset_query =
+pidfile = $WORK/pgbouncer/pgbouncer.pid
+logfile = $WORK/pgbouncer/pgbouncer.log
+INI
+echo '"postgres" ""' | as_pg tee "$WORK/pgbouncer/users.txt" >/dev/null
+echo '[databases]' | as_pg tee "$WORK/pgbouncer/databases.ini" >/dev/null
+NODES=()
+for i in 1 2 3; do NODES+=("$i=host=$WORK port=$((BASE_PG_PORT + i)) user=postgres"); done
+ADMIN="host=$WORK/pgbouncer port=$PGB_PORT dbname=pgbouncer user=postgres"
+through_pgbouncer() { as_pg psql -X -q -At -h 127.0.0.1 -p $PGB_PORT -U postgres -d postgres -c "$1" 2>/dev/null; }
+if as_pg /usr/sbin/pgbouncer -d -q "$WORK/pgbouncer/pgbouncer.ini"; then
+  check "the re-point script points pgbouncer at the leader" \
+    as_pg examples/pgbouncer_repoint.sh --once "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}"
+  check "a session through pgbouncer lands on the leader" test "$(through_pgbouncer 'SELECT pg_leader_is_leader()')" = t
+  as_pg examples/pgbouncer_repoint.sh "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}" >"$WORK/repoint.log" 2>&1 &
+  repointer=$!
+  F=$(( $(leader_now) % 3 + 1 ))
+  check "switchover to node $F" transfer_to "$F"
+  check "pgbouncer follows: new sessions land on node $F" wait_for 10 "pgbouncer to follow" \
+    answers "$F" through_pgbouncer 'SELECT pg_leader_node_id()'
+  kill "$repointer" 2>/dev/null
+  kill "$(cat "$WORK/pgbouncer/pgbouncer.pid")" 2>/dev/null
+else
+  check "pgbouncer starts" false
 fi
 
 echo "integration: $PASSED passed, $FAILED failed"

@@ -84,7 +84,16 @@ node_write_identity() {
   } | as_pg tee "$WORK/n$1/node.conf" >/dev/null
 }
 
-node_start() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -w -t 30 start >/dev/null; }
+# After a SIGKILL of the postmaster its children may hold shared memory for a moment: retry.
+node_start() {
+  local try
+  for try in $(seq 1 40); do
+    as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -l "$WORK/n$1.log" -w -t 30 start >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "node $1 did not start; see $WORK/n$1.log" >&2
+  return 1
+}
 node_stop() { as_pg "$PGBIN/pg_ctl" -D "$WORK/n$1" -m "${2:-fast}" -w -t 30 stop >/dev/null 2>&1 || true; }
 node_pid() { head -1 "$WORK/n$1/postmaster.pid" 2>/dev/null; }
 

@@ -75,6 +75,11 @@ impl Cluster {
         self.base_raft_port + node as u16
     }
 
+    /// The node's HTTP health check (`pg_leader.http_port`), on 127.0.0.1.
+    pub fn http_port(&self, node: u32) -> u16 {
+        self.base_raft_port + 1000 + node as u16
+    }
+
     pub fn data_dir(&self, node: u32) -> PathBuf {
         self.dir.join(format!("n{node}"))
     }
@@ -206,8 +211,9 @@ impl Cluster {
     /// Each node's own settings live in node.conf, which pg_basebackup copies and we rewrite.
     fn write_identity(&self, node: u32) -> Result<()> {
         let text = format!(
-            "port = {}\npg_leader.node_id = {node}\n",
-            self.pg_port(node)
+            "port = {}\npg_leader.node_id = {node}\npg_leader.http_port = {}\n",
+            self.pg_port(node),
+            self.http_port(node)
         );
         self.append_as_postgres(&self.data_dir(node).join("node.conf"), &text, true)
     }

@@ -39,6 +39,8 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  cold-start      N timed starts of all servers at once (5)
                                  idle [--seconds S]  worker CPU, memory, datagrams/s (60 s)
                                  etcd-failover   the failover benchmark against 3 etcd members
+                                 notify          N failovers: kill -> NOTIFY pg_leader on the
+                                                 primary and GET /leader 200 (20)
 The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
 
 fn main() -> ExitCode {
@@ -225,7 +227,7 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
     };
     let csv = take_option(args, "--csv").map(PathBuf::from);
     let default_trials = match kind.as_str() {
-        "handover" => 20,
+        "handover" | "notify" => 20,
         "cold-start" => 5,
         _ => 30,
     };
@@ -240,6 +242,7 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
         "handover" => bench::handover(&c, trials, timing, csv),
         "cold-start" => bench::cold_start(&c, trials, timing, csv),
         "idle" => bench::idle(&c, seconds, timing, csv),
+        "notify" => bench::notify_http(&c, trials, timing),
         other => return Err(format!("unknown benchmark {other:?}\n{USAGE}")),
     };
     let _ = c.destroy();

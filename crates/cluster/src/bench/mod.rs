@@ -7,6 +7,7 @@ mod etcd;
 mod failover;
 mod handover;
 mod idle;
+mod notify;
 mod probe;
 
 use crate::run::Result;
@@ -18,6 +19,7 @@ pub use etcd::etcd_failover;
 pub use failover::failover;
 pub use handover::handover;
 pub use idle::idle;
+pub use notify::notify_http;
 
 /// Election timing shared by both systems under test.
 #[derive(Clone, Copy, Debug)]
