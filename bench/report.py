@@ -136,6 +136,11 @@ if idle:
     targets.append(("idle CPU at most 0.5 % of a core", f"{worst_cpu:.3f} %", worst_cpu <= 0.5))
     targets.append(("idle memory at most 10 MiB per worker (resident)", f"{worst_rss / 1024:.1f} MiB", worst_rss <= 10 * 1024))
 
+if os.path.exists(path("notify.txt")):
+    summary = [l for l in open(path("notify.txt")) if l.startswith("notify over")]
+    lines += ["", "## Telling the tools: NOTIFY pg_leader and GET /leader", "",
+              "A standby leader is SIGKILLed (so that the primary, where notifications are delivered, survives); times from the kill to the new leader agreed through SQL, to the first notification naming it at a `LISTEN pg_leader` session on the primary, and to the first 200 from its `GET /leader`.", ""]
+    lines += ["    " + l.strip() for l in summary]
 pg = rows("pgbench.csv")
 lines += ["", "## SQL cost (pgbench, 2 clients, prepared, alternated runs on one server)", ""]
 if pg:
