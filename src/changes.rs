@@ -79,9 +79,10 @@ impl SharedConditionVariable {
                 if waited >= timeout_ms {
                     break false;
                 }
-                // A bounded step even while waiting on the variable: a worker that died between
-                // two broadcasts must not leave a session asleep for the whole timeout.
-                let step = (timeout_ms - waited).min(1000) as std::ffi::c_long;
+                // Bounded steps: a latch set by a signal (SIGTERM to a worker) does not end a
+                // condition-variable sleep, and a worker that died between two broadcasts must
+                // not leave a session asleep for the whole timeout.
+                let step = (timeout_ms - waited).min(250) as std::ffi::c_long;
                 if cv.is_null() {
                     pg_sys::WaitLatch(
                         pg_sys::MyLatch,

@@ -68,13 +68,16 @@ pub extern "C-unwind" fn pg_leader_notifier_main(_arg: pg_sys::Datum) {
     // What was last seen, and the last leader announced (the "previous" of the next message).
     let (mut term, mut leader, _) = read();
     let mut announced = leader;
+    // pgrx's flag is consumed when read: remember it.
+    let mut stopping = false;
     loop {
         let mut now = (term, leader, String::new());
         CHANGES.wait_until(1000, || {
             now = read();
-            (now.0, now.1) != (term, leader) || BackgroundWorker::sigterm_received()
+            stopping |= BackgroundWorker::sigterm_received();
+            (now.0, now.1) != (term, leader) || stopping
         });
-        if BackgroundWorker::sigterm_received() {
+        if stopping {
             return;
         }
         if BackgroundWorker::sighup_received() {
