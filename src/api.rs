@@ -156,6 +156,19 @@ fn pg_leader_nodes() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Datagrams this server's worker rejected since it started, one row per reason: size, not
+/// pg_leader, version, other cluster, authentication, unknown sender, replay, malformed.
+#[pg_extern(volatile, parallel_safe)]
+fn pg_leader_rejections() -> TableIterator<'static, (name!(reason, String), name!(packets, i64))> {
+    let counts = read_snapshot(|p| p.rejected_by_reason);
+    let rows: Vec<(String, i64)> = pg_leader_wire::Reject::ALL
+        .iter()
+        .zip(counts)
+        .map(|(r, n)| (r.as_str().to_string(), n as i64))
+        .collect();
+    TableIterator::new(rows)
+}
+
 fn check_timeout(timeout_ms: i32, function: &'static str) {
     if timeout_ms < 0 {
         pgrx::pg_sys::panic::ErrorReport::new(

@@ -159,8 +159,21 @@ fn pg_leader_transfer_leadership(
     }
 }
 
+// What changes the cluster's behaviour is for superusers and for members of pg_leader_admin, a
+// role the extension creates (once per server: roles are global, and it outlives DROP
+// EXTENSION like every role). Reading functions stay open to everyone.
 pgrx::extension_sql!(
-    "REVOKE ALL ON FUNCTION pg_leader_transfer_leadership(integer, integer) FROM PUBLIC;",
-    name = "revoke_transfer_leadership",
+    r#"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_leader_admin') THEN
+        CREATE ROLE pg_leader_admin NOLOGIN;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pg_leader_transfer_leadership(integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pg_leader_admin;
+"#,
+    name = "restrict_transfer_leadership",
     requires = [pg_leader_transfer_leadership]
 );

@@ -71,6 +71,8 @@ pub struct Published {
     cause: [u8; CAUSE_LEN],
     cause_len: u16,
     pub node_count: u32,
+    /// Datagrams rejected since the worker started, by reason (`pg_leader_wire::Reject::ALL`).
+    pub rejected_by_reason: [u64; pg_leader_wire::Reject::ALL.len()],
     pub nodes: [NodeSlot; MAX_NODES],
     /// The worker's pid, for sessions that signal it a request.
     pub worker_pid: i32,

@@ -101,7 +101,8 @@ struct Node {
     addresses: BTreeMap<NodeId, SocketAddr>,
     windows: BTreeMap<NodeId, ReplayWindow>,
     stats: BTreeMap<NodeId, PeerStats>,
-    rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Datagrams rejected, by reason, in the order of `Reject::ALL`.
+    rejected_by_reason: [u64; Reject::ALL.len()],
     /// Datagrams sent to each peer in this boot: each receiver sees one gapless sequence.
     sent_counters: BTreeMap<NodeId, u64>,
     parent_pid: i32,
@@ -297,7 +298,7 @@ impl Node {
             addresses,
             windows: BTreeMap::new(),
             stats,
-            rejected_by_reason: BTreeMap::new(),
+            rejected_by_reason: [0; Reject::ALL.len()],
             sent_counters: BTreeMap::new(),
             history,
             transfer_answered: PUBLISHED.share().transfer_asked,
@@ -394,7 +395,8 @@ impl Node {
             .filter(|id| self.stats.contains_key(id))
             .unwrap_or(me);
         self.stats.entry(who).or_default().packets_rejected += 1;
-        let count = self.rejected_by_reason.entry(reason.as_str()).or_default();
+        let slot = Reject::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let count = &mut self.rejected_by_reason[slot];
         *count += 1;
         // Rate-limited: the first of each reason, then every 1000th.
         if *count == 1 || (*count).is_multiple_of(1000) {
@@ -562,6 +564,7 @@ impl Node {
         // SAFETY: getpid cannot fail.
         p.worker_pid = unsafe { libc::getpid() };
         p.node_count = self.settings.peers.len() as u32;
+        p.rejected_by_reason = self.rejected_by_reason;
         for (slot, peer) in p.nodes.iter_mut().zip(&self.settings.peers) {
             let id = NodeId(peer.id);
             let stats = self.stats.get(&id).copied().unwrap_or_default();

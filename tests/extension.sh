@@ -106,8 +106,14 @@ err=$(sql "$target" "SELECT pg_leader_transfer_leadership(9)" 2>&1)
 check "an unknown target is refused" grep -q "node 9 is not a voter of this cluster" <<<"$err"
 err=$(sql "$target" "SET ROLE plain_user; SELECT pg_leader_transfer_leadership()" 2>&1)
 check "ordinary roles may not call it" grep -q "permission denied for function pg_leader_transfer_leadership" <<<"$err"
-picked=$(sql "$target" "SELECT pg_leader_transfer_leadership()")
-check "with no target the most caught-up voter takes over" test -n "$picked" -a "$picked" != "$target"
+# Granted on the primary; it reaches the standbys with the WAL.
+sql 1 "GRANT pg_leader_admin TO plain_user" >/dev/null
+wait_for 5 "the grant to replicate" answers t sql "$target" "SELECT pg_has_role('plain_user', 'pg_leader_admin', 'MEMBER')"
+picked=$(sql "$target" "SET ROLE plain_user; SELECT pg_leader_transfer_leadership()")
+check "a member of pg_leader_admin may; with no target the most caught-up voter takes over" \
+  test -n "$picked" -a "$picked" != "$target"
+err=$(sql "$target" "SET ROLE plain_user; SHOW pg_leader.on_role_change" 2>&1)
+check "the role command is hidden from ordinary roles" grep -q "permission denied\|must be superuser" <<<"$err"
 check "and the cluster agrees" wait_for 5 "one leader" one_agreed_leader 1 2 3
 
 echo "# SIGKILL of the leader's postmaster"

@@ -14,8 +14,6 @@ trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/nul
 HOOK_LOG=$WORK/on_role_change.log
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$((HTTP_BASE_PORT + $1))$2"; }
 fails() { ! "$@" >/dev/null 2>&1; }
-# answers WANT COMMAND...: COMMAND prints WANT. Run anew on every try of wait_for.
-answers() { local want=$1; shift; [ "$("$@" 2>/dev/null)" = "$want" ]; }
 leader_now() { local l; l=$(leaders_among 1 2 3); echo "${l% }"; }
 transfer_to() {   # transfer_to NODE: make NODE the leader (a planned switchover)
   local l; l=$(leader_now)
@@ -147,6 +145,31 @@ if as_pg /usr/sbin/pgbouncer -d -q "$WORK/pgbouncer/pgbouncer.ini"; then
 else
   check "pgbouncer starts" false
 fi
+
+echo "# authentic frames with absurd fields, sealed with the cluster's secret"
+# They claim to come from a follower and go to the leader. Whoever holds the secret is trusted
+# as a member: such frames (with boot epochs far ahead) also cut that follower's own datagrams to
+# the leader off until it restarts, which is why this runs last. What is checked here is that
+# absurd fields are dropped, counted, and change nothing.
+INJECT=${INJECT:-target/release/pg-leader-inject}
+L=$(leader_now); F=$(( L % 3 + 1 ))
+T=$(sql "$L" "SELECT pg_leader_term()")
+rejected() { sql "$L" "SELECT packets FROM pg_leader_rejections() WHERE reason = '$1'"; }
+malformed_before=$(rejected malformed); unknown_before=$(rejected 'unknown sender')
+epoch=$((1 << 40))
+for kind in huge-term second-leader huge-lease unknown-node; do
+  epoch=$((epoch + 1))
+  "$INJECT" --to "127.0.0.1:$((BASE_RAFT_PORT + L))" --kind "$kind" --count 1000 --from "$F" --target "$L" \
+    --term "$T" --epoch "$epoch" --cluster e2e --secret-file "$WORK/secret" >/dev/null
+done
+sleep 1
+echo "on node $L: malformed $malformed_before -> $(rejected malformed), unknown sender $unknown_before -> $(rejected 'unknown sender')"
+check "3000 frames with a huge term, a second leader or a year-long promise are dropped as malformed" \
+  test $(( $(rejected malformed) - malformed_before )) -eq 3000
+check "1000 authentic frames from an unknown node id are dropped" test $(( $(rejected 'unknown sender') - unknown_before )) -eq 1000
+check "the leader and the term are unchanged" \
+  test "$(sql "$L" "SELECT pg_leader_is_leader() || '/' || pg_leader_term()")" = "true/$T"
+check "every node still names node $L in term $T" one_agreed_leader 1 2 3
 
 echo "integration: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -122,6 +122,10 @@ wait_for() {
   done
 }
 
+# answers WANT COMMAND...: COMMAND prints WANT. For wait_for, which runs it anew on every try
+# (a "$(...)" argument would be evaluated once, before the first try).
+answers() { local want=$1; shift; [ "$("$@" 2>/dev/null)" = "$want" ]; }
+
 # The ids of the nodes among "$@" that answer pg_leader_is_leader() = true.
 leaders_among() {
   local out=""

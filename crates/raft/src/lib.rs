@@ -20,7 +20,7 @@ pub mod types;
 
 pub use config::{Config, ConfigError};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
-pub use raft::{Dropped, NotLeader, Raft, Status, TransferError};
+pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 pub use rng::{RandomSource, SplitMix64};
 pub use types::{Duration, Instant, LogIndex, NodeId, Term};

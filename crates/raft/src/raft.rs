@@ -45,6 +45,14 @@ pub struct Raft {
     pub(crate) ready: Ready,
 }
 
+/// How far ahead of ours a message's term may be before it is taken as forged: 2^32 elections,
+/// decades of continuous elections.
+pub const MAX_TERM_JUMP: u64 = 1 << 32;
+
+/// The longest vote promise a heartbeat may ask for: twice the largest election timeout the
+/// settings allow (600 s).
+pub const MAX_LEASE: Duration = Duration::from_millis(1_200_000);
+
 /// Why `step` ignored a message before looking at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dropped {
@@ -328,6 +336,21 @@ impl Raft {
         }
         if msg.from == self.config.id || !self.config.is_voter(msg.from) {
             return Err(Dropped::UnknownSender);
+        }
+        // PreVote keeps terms from running away while a node is cut off, so a term this far
+        // ahead is forged or corrupt; taking it would end every election to come.
+        if msg.term.0 > self.term.0.saturating_add(MAX_TERM_JUMP) {
+            return Err(Dropped::Malformed);
+        }
+        if let Body::AppendEntries { lease, .. } = &msg.body {
+            // A promise longer than any election timeout would stop this node voting for good.
+            if *lease > MAX_LEASE {
+                return Err(Dropped::Malformed);
+            }
+            // One leader per term (§5.2): a second one in the term we know a leader of is forged.
+            if msg.term == self.term && self.leader_id.is_some_and(|l| l != msg.from) {
+                return Err(Dropped::Malformed);
+            }
         }
         if let Body::AppendEntries {
             prev_log_index,

@@ -55,7 +55,7 @@ impl LogIndex {
 
 impl Duration {
     pub const ZERO: Duration = Duration(0);
-    pub fn from_millis(ms: u64) -> Duration {
+    pub const fn from_millis(ms: u64) -> Duration {
         Duration(ms.saturating_mul(1000))
     }
     pub fn from_micros(us: u64) -> Duration {

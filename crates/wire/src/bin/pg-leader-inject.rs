@@ -5,6 +5,11 @@
 //!
 //! KIND: wrong-secret, other-cluster, garbage, truncated, oversized, or replay --pcap FILE:
 //! sends again the UDP payloads of real datagrams captured with `tcpdump -i lo -w FILE`.
+//!
+//! Authentic frames with absurd fields (sealed with --secret-file as node --from, boot epoch
+//! --epoch, about term --term): huge-term (a term 2^62), second-leader (a heartbeat of term
+//! --term with indexes far ahead, from a node that does not lead it), huge-lease (a heartbeat
+//! asking for a vote promise of a year), unknown-node (a frame from node 99).
 
 use pg_leader_raft::{
     Body, Duration, Instant, LogIndex, Message, NodeId, RandomSource, SplitMix64, Term,
@@ -13,18 +18,18 @@ use pg_leader_wire::{Codec, MAX_DATAGRAM};
 use std::net::UdpSocket;
 use std::process::ExitCode;
 
-fn heartbeat(from: u32, to: u32) -> Message {
+fn heartbeat(from: u32, to: u32, term: u64, prev: u64, lease_ms: u64) -> Message {
     Message {
         from: NodeId(from),
         to: NodeId(to),
-        term: Term(1_000_000),
+        term: Term(term),
         body: Body::AppendEntries {
-            prev_log_index: LogIndex(0),
+            prev_log_index: LogIndex(prev),
             prev_log_term: Term(0),
             entries: vec![],
-            leader_commit: LogIndex(0),
+            leader_commit: LogIndex(prev),
             sent_at: Instant::ZERO,
-            lease: Duration::from_millis(1000),
+            lease: Duration::from_millis(lease_ms),
         },
     }
 }
@@ -73,10 +78,13 @@ fn main() -> ExitCode {
         }
         _ => Vec::new(),
     };
-    let epoch = 1;
+    let epoch: u64 = get("--epoch").and_then(|c| c.parse().ok()).unwrap_or(1);
+    let term: u64 = get("--term").and_then(|c| c.parse().ok()).unwrap_or(1);
+    let authentic = Codec::new(&cluster, &secret);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket");
     let mut rng = SplitMix64::new(0xBAD_5EED);
-    let msg = heartbeat(from, target);
+    let msg = heartbeat(from, target, 1_000_000, 0, 1000);
+    const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
     for i in 0..count {
         let datagram = match kind.as_str() {
             "wrong-secret" => {
@@ -92,6 +100,14 @@ fn main() -> ExitCode {
             }
             "oversized" => vec![0x55; MAX_DATAGRAM + 1],
             "replay" => captured[(i as usize) % captured.len()].clone(),
+            "huge-term" => authentic.seal(&heartbeat(from, target, 1 << 62, 0, 1000), epoch, i + 1),
+            "second-leader" => {
+                authentic.seal(&heartbeat(from, target, term, 1 << 60, 1000), epoch, i + 1)
+            }
+            "huge-lease" => {
+                authentic.seal(&heartbeat(from, target, term, 0, YEAR_MS), epoch, i + 1)
+            }
+            "unknown-node" => authentic.seal(&heartbeat(99, target, term, 0, 1000), epoch, i + 1),
             other => {
                 eprintln!("pg-leader-inject: unknown kind {other:?}");
                 return ExitCode::from(2);
