@@ -159,20 +159,20 @@ fn pg_leader_transfer_leadership(
     }
 }
 
-// What changes the cluster's behaviour is for superusers and for members of pg_leader_admin, a
-// role the extension creates (once per server: roles are global, and it outlives DROP
+// What changes the cluster's behaviour is for superusers and for members of pgleader_admin, a
+// role the extension creates ("pg_" names are reserved for PostgreSQL's own roles) (once per server: roles are global, and it outlives DROP
 // EXTENSION like every role). Reading functions stay open to everyone.
 pgrx::extension_sql!(
     r#"
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_leader_admin') THEN
-        CREATE ROLE pg_leader_admin NOLOGIN;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgleader_admin') THEN
+        CREATE ROLE pgleader_admin NOLOGIN;
     END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION pg_leader_transfer_leadership(integer, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pg_leader_admin;
+GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pgleader_admin;
 "#,
     name = "restrict_transfer_leadership",
     requires = [pg_leader_transfer_leadership]

@@ -107,10 +107,10 @@ check "an unknown target is refused" grep -q "node 9 is not a voter of this clus
 err=$(sql "$target" "SET ROLE plain_user; SELECT pg_leader_transfer_leadership()" 2>&1)
 check "ordinary roles may not call it" grep -q "permission denied for function pg_leader_transfer_leadership" <<<"$err"
 # Granted on the primary; it reaches the standbys with the WAL.
-sql 1 "GRANT pg_leader_admin TO plain_user" >/dev/null
-wait_for 5 "the grant to replicate" answers t sql "$target" "SELECT pg_has_role('plain_user', 'pg_leader_admin', 'MEMBER')"
+sql 1 "GRANT pgleader_admin TO plain_user" >/dev/null
+wait_for 5 "the grant to replicate" answers t sql "$target" "SELECT pg_has_role('plain_user', 'pgleader_admin', 'MEMBER')"
 picked=$(sql "$target" "SET ROLE plain_user; SELECT pg_leader_transfer_leadership()")
-check "a member of pg_leader_admin may; with no target the most caught-up voter takes over" \
+check "a member of pgleader_admin may; with no target the most caught-up voter takes over" \
   test -n "$picked" -a "$picked" != "$target"
 err=$(sql "$target" "SET ROLE plain_user; SHOW pg_leader.on_role_change" 2>&1)
 check "the role command is hidden from ordinary roles" grep -q "permission denied\|must be superuser" <<<"$err"

@@ -8,6 +8,7 @@ mod history;
 mod network;
 mod observe;
 mod run;
+mod soak;
 mod sql;
 
 use cluster::{signal, Cluster};
@@ -32,6 +33,9 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  two leases at one instant
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
+  soak [--nodes N] [--minutes M]  random faults on N servers (5) for M minutes (10): kills,
+                                 stops, pauses, partitions; a leader agreed by all within 15 s
+                                 after each heal; then the role histories are checked
   bench KIND [--trials N] [--heartbeat MS] [--election-timeout MS] [--csv FILE]
                                  measurements on a fresh cluster (bench/run runs them all):
                                  failover        N timed SIGKILLs of the leader (default 30)
@@ -132,6 +136,16 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             ))
         }
         "bench" => bench_command(dir, args),
+        "soak" => {
+            let nodes: u32 = number_option(args, "--nodes", 5)?;
+            let minutes: f64 = number_option(args, "--minutes", 10.0)?;
+            let port: u16 = number_option(args, "--port", 55500)?;
+            let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?);
+            let result = soak::run(&c, minutes);
+            let _ = network::heal();
+            let _ = c.destroy();
+            result
+        }
         "help" | "--help" | "-h" | "" => {
             println!("{USAGE}");
             Ok(())

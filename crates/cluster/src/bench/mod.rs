@@ -8,7 +8,7 @@ mod failover;
 mod handover;
 mod idle;
 mod notify;
-mod probe;
+pub mod probe;
 
 use crate::run::Result;
 use std::fmt::Write as _;

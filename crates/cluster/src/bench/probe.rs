@@ -71,6 +71,16 @@ impl<'a> SqlProbe<'a> {
         self.clients.remove(&node);
     }
 
+    /// The nodes among `nodes` that answer `pg_leader_is_leader()` = true right now (one sweep;
+    /// nodes that do not answer are left out).
+    pub fn leaders(&mut self, nodes: &[u32]) -> Vec<u32> {
+        nodes
+            .iter()
+            .copied()
+            .filter(|&n| self.ask(n).is_ok_and(|a| a.is_leader))
+            .collect()
+    }
+
     /// The leader and term when exactly one of `nodes` answers true and all name it in one term.
     pub fn agreed_leader(&mut self, nodes: &[u32]) -> Option<(u32, u64)> {
         let mut answers = Vec::with_capacity(nodes.len());
