@@ -1,5 +1,5 @@
 //! SQL functions that change what the cluster does. They are revoked from PUBLIC when the
-//! extension is created: superusers, or roles a superuser grants EXECUTE to, may call them.
+//! extension is created: superusers and members of `pgleader_admin` may call them.
 
 use crate::clock::monotonic_now;
 use crate::shmem::{PublishedRole, PUBLISHED};
@@ -35,7 +35,8 @@ fn nap() {
 
 /// Planned switchover: the leader brings `target` (or, when NULL, the most caught-up voter) up
 /// to date, gives up its lease, sends TimeoutNow, and this returns the new leader's id once this
-/// server has heard from it. Call it on the leader.
+/// server has heard from it. On a follower the request is passed on to the leader, and this
+/// returns once another node leads a later term (the target, when one was named).
 #[pg_extern(volatile)]
 fn pg_leader_transfer_leadership(
     target: default!(Option<i32>, "NULL"),
@@ -50,22 +51,17 @@ fn pg_leader_transfer_leadership(
             None,
         );
     }
-    if p.role() != PublishedRole::Leader {
-        let leader = (p.leader_id != 0).then(|| p.leader_id.to_string());
+    if p.role() != PublishedRole::Leader && p.leader_id == 0 {
         fail(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "this server is not the pg_leader leader".into(),
+            "no pg_leader leader is known".into(),
             Some(format!(
                 "Node {} is {} in term {}.",
                 p.node_id,
                 p.role().as_str(),
                 p.term
             )),
-            Some(match leader {
-                Some(l) => format!("Call pg_leader_transfer_leadership() on node {l}, the leader."),
-                None => "No leader is known yet; try again once pg_leader_leader_id() is not NULL."
-                    .into(),
-            }),
+            Some("Try again once pg_leader_leader_id() is not NULL.".into()),
         );
     }
     if let Some(t) = target {
@@ -77,7 +73,7 @@ fn pg_leader_transfer_leadership(
                 Some("See pg_leader_nodes().".into()),
             );
         }
-        if t == p.node_id {
+        if t == p.leader_id {
             fail(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("node {t} already leads"),
@@ -101,6 +97,9 @@ fn pg_leader_transfer_leadership(
         if p.transfer_answered >= asked {
             match p.transfer_outcome {
                 0 => break p.transfer_chosen,
+                crate::worker::TRANSFER_FORWARDED => {
+                    return wait_for_forwarded(p.leader_id, p.term, target, timed_out, timeout_ms)
+                }
                 3 => fail(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                     "the target already leads".into(),
@@ -177,3 +176,33 @@ GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pgl
     name = "restrict_transfer_leadership",
     requires = [pg_leader_transfer_leadership]
 );
+
+/// After a request was passed on to the leader: waits until another node leads a later term
+/// (the target, when one was named) and returns it.
+fn wait_for_forwarded(
+    old_leader: i32,
+    old_term: u64,
+    target: Option<i32>,
+    timed_out: impl Fn() -> bool,
+    timeout_ms: i32,
+) -> i32 {
+    loop {
+        let p = *PUBLISHED.share();
+        let moved = p.leader_id != 0 && p.leader_id != old_leader && p.term > old_term;
+        let as_asked = target.is_none_or(|t| t == p.leader_id);
+        // When this node is the new leader, its own role says so.
+        let settled = p.leader_id != p.node_id || p.role() == PublishedRole::Leader;
+        if moved && as_asked && settled {
+            return p.leader_id;
+        }
+        if timed_out() {
+            fail(
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                format!("the switchover passed on to node {old_leader} did not complete within {timeout_ms} ms"),
+                Some(format!("Node {} leads term {}.", p.leader_id, p.term)),
+                Some("See pg_leader_status() on the leader.".into()),
+            );
+        }
+        nap();
+    }
+}

@@ -13,8 +13,8 @@ use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use pg_leader_raft::{
-    Cause, Config, Duration, Event, NodeId, Raft, Ready, Role, SplitMix64, Status, TransferError,
-    WalPosition,
+    Body, Cause, Config, Duration, Event, Message, NodeId, Raft, Ready, Role, SplitMix64, Status,
+    TransferError, WalPosition,
 };
 use pg_leader_storage::{Storage, StorageError};
 use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
@@ -26,6 +26,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 /// The longest the loop sleeps, so that a missed wake-up costs at most this much.
 const MAX_SLEEP: Duration = Duration(100_000);
+
+/// The outcome code of a switchover request passed on to the leader (see `operations`).
+pub const TRANSFER_FORWARDED: i32 = 5;
 
 /// Registers the worker; called from `_PG_init` in the postmaster.
 pub fn register() {
@@ -111,6 +114,8 @@ struct Node {
     transfer_answered: u64,
     http: Option<HttpServer>,
     hook: RoleHook,
+    /// A switchover a follower passed on to us, to start once the current Ready is handled.
+    forwarded_request: Option<(NodeId, Option<NodeId>)>,
 }
 
 #[pg_guard]
@@ -304,6 +309,7 @@ impl Node {
             transfer_answered: PUBLISHED.share().transfer_asked,
             http,
             hook,
+            forwarded_request: None,
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -356,6 +362,7 @@ impl Node {
             }
             self.serve_http(&events);
             self.receive_all(&mut buf);
+            self.serve_forwarded_request();
         }
     }
 
@@ -455,6 +462,12 @@ impl Node {
         self.record_history(&ready);
         self.send(&ready);
         self.log_events(&ready);
+        if let Some(request) = ready.events.iter().rev().find_map(|e| match e {
+            Event::TransferRequested { from, target } => Some((*from, *target)),
+            _ => None,
+        }) {
+            self.forwarded_request = Some(request);
+        }
         let status = self.raft.status();
         match (status.role, status.leader_id) {
             (Role::Leader, _) => self.hook.observe("leader", status.term.0, status.id.0),
@@ -502,17 +515,21 @@ impl Node {
 
     fn send(&mut self, ready: &Ready) {
         for msg in &ready.messages {
-            let Some(addr) = self.addresses.get(&msg.to) else {
-                continue;
-            };
-            let counter = self.sent_counters.entry(msg.to).or_default();
-            *counter += 1;
-            let datagram = self.codec.seal(msg, self.storage.boot_epoch(), *counter);
-            match self.socket.send_to(&datagram, *addr) {
-                Ok(_) => self.stats.entry(msg.to).or_default().packets_out += 1,
-                Err(e) => {
-                    pgrx::debug1!("pg_leader: could not send to node {} ({addr}): {e}", msg.to)
-                }
+            self.send_message(msg);
+        }
+    }
+
+    fn send_message(&mut self, msg: &Message) {
+        let Some(addr) = self.addresses.get(&msg.to) else {
+            return;
+        };
+        let counter = self.sent_counters.entry(msg.to).or_default();
+        *counter += 1;
+        let datagram = self.codec.seal(msg, self.storage.boot_epoch(), *counter);
+        match self.socket.send_to(&datagram, *addr) {
+            Ok(_) => self.stats.entry(msg.to).or_default().packets_out += 1,
+            Err(e) => {
+                pgrx::debug1!("pg_leader: could not send to node {} ({addr}): {e}", msg.to)
             }
         }
     }
@@ -542,6 +559,11 @@ impl Node {
                 }
                 Event::LeaderChanged { term, leader } => {
                     pgrx::log!("pg_leader: node {leader} leads term {term}");
+                }
+                Event::TransferRequested { from, target } => {
+                    let to =
+                        target.map_or("the most caught-up voter".into(), |t| format!("node {t}"));
+                    pgrx::log!("pg_leader: node {from} passed on a switchover request to {to}");
                 }
             }
         }
@@ -664,6 +686,8 @@ impl Node {
     }
 
     /// `pg_leader_transfer_leadership()`: start the handover a session asked for and answer.
+    /// A session's switchover request (`pg_leader_transfer_leadership()`): started here on the
+    /// leader, passed on to the leader from a follower.
     fn serve_transfer_request(&mut self) {
         let (asked, target) = {
             let p = PUBLISHED.share();
@@ -673,11 +697,46 @@ impl Node {
             return;
         }
         self.transfer_answered = asked;
-        let chosen = if target > 0 {
-            Some(NodeId(target as u32))
-        } else {
-            self.most_caught_up()
+        let target = (target > 0).then_some(NodeId(target as u32));
+        let status = self.raft.status();
+        let (code, chosen) = match (status.role, status.leader_id) {
+            (Role::Leader, _) => self.start_transfer(target),
+            (_, Some(leader)) => {
+                let request = Message {
+                    from: status.id,
+                    to: leader,
+                    term: status.term,
+                    body: Body::TransferRequest { target },
+                };
+                self.send_message(&request);
+                pgrx::log!(
+                    "pg_leader: passed a switchover request on to node {leader}, the leader"
+                );
+                (TRANSFER_FORWARDED, target)
+            }
+            _ => (1, None),
         };
+        {
+            let mut p = PUBLISHED.exclusive();
+            p.transfer_answered = asked;
+            p.transfer_outcome = code;
+            p.transfer_chosen = chosen.map_or(0, |c| c.0 as i32);
+        }
+        self.process_ready();
+    }
+
+    /// A switchover a follower passed on.
+    fn serve_forwarded_request(&mut self) {
+        if let Some((_, target)) = self.forwarded_request.take() {
+            self.start_transfer(target);
+            self.process_ready();
+        }
+    }
+
+    /// Starts a handover on this leader to `target` or the most caught-up voter; returns the
+    /// outcome code sessions read (0: started) and the node chosen.
+    fn start_transfer(&mut self, target: Option<NodeId>) -> (i32, Option<NodeId>) {
+        let chosen = target.or_else(|| self.most_caught_up());
         let outcome = match chosen {
             Some(t) => self.raft.transfer_leadership(t, monotonic_now()),
             None => Err(TransferError::UnknownTarget(NodeId(0))),
@@ -695,13 +754,7 @@ impl Node {
                 chosen.map_or(0, |c| c.0)
             );
         }
-        {
-            let mut p = PUBLISHED.exclusive();
-            p.transfer_answered = asked;
-            p.transfer_outcome = code;
-            p.transfer_chosen = chosen.map_or(0, |c| c.0 as i32);
-        }
-        self.process_ready();
+        (code, chosen)
     }
 
     /// A clean stop: a leader hands over to the most caught-up voter before it goes, so the

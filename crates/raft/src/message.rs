@@ -95,6 +95,11 @@ pub enum Body {
     },
     /// Leadership transfer (thesis §3.10): campaign now, without waiting for the timeout.
     TimeoutNow,
+    /// A follower passes on an operator's request for a switchover (to `target`, or to the
+    /// most caught-up voter); the leader's host decides, as for a request of its own.
+    TransferRequest {
+        target: Option<NodeId>,
+    },
 }
 
 impl Message {
@@ -108,6 +113,7 @@ impl Message {
             Body::AppendEntries { .. } => "AppendEntries",
             Body::AppendResponse { .. } => "AppendResponse",
             Body::TimeoutNow => "TimeoutNow",
+            Body::TransferRequest { .. } => "TransferRequest",
         }
     }
 }

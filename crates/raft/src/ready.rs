@@ -124,6 +124,11 @@ pub enum Event {
     },
     /// A follower learned who leads its term.
     LeaderChanged { term: Term, leader: NodeId },
+    /// On the leader: a follower passed on a switchover request (`Body::TransferRequest`).
+    TransferRequested {
+        from: NodeId,
+        target: Option<NodeId>,
+    },
 }
 
 #[derive(Clone, Debug, Default)]

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Body, NodeId, Role, Term, TransferError};
+use pg_leader_raft::{Body, Event, Message, NodeId, Role, Term, TransferError};
 
 #[test]
 fn transfer_hands_over_without_an_election_timeout() {
@@ -96,4 +96,33 @@ fn a_transfer_whose_timeout_now_is_lost_ends_in_a_fresh_election() {
         c.node(leaders[0]).term() > Term(1),
         "a new term after the failed handover"
     );
+}
+
+#[test]
+fn a_request_passed_on_by_a_follower_reaches_the_leaders_host_as_an_event() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    let request = |to: u32| Message {
+        from: id(2),
+        to: id(to),
+        term,
+        body: Body::TransferRequest {
+            target: Some(id(3)),
+        },
+    };
+    let events = c.with_node(1, |r, now| {
+        r.step(request(1), now).unwrap();
+        r.take_ready().events
+    });
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::TransferRequested { from, target } if *from == id(2) && *target == Some(id(3))
+    )));
+    // A follower has no use for it.
+    let events = c.with_node(3, |r, now| {
+        r.step(request(3), now).unwrap();
+        r.take_ready().events
+    });
+    assert!(events.is_empty());
 }

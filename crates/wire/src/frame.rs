@@ -155,14 +155,23 @@ impl Codec {
         if HEADER + len != body.len() {
             return Err(Reject::Malformed);
         }
-        let (msg, used): (Message, usize) =
-            bincode::serde::decode_from_slice(&body[HEADER..], bincode_config())
-                .map_err(|_| Reject::Malformed)?;
-        if used != len || msg.from != sender {
+        let msg = decode_message(&body[HEADER..])?;
+        if msg.from != sender {
             return Err(Reject::Malformed);
         }
         Ok((header, msg))
     }
+}
+
+/// A message from exactly `bytes` (the payload of a frame), within the size limit; trailing
+/// bytes make it malformed.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, Reject> {
+    let (msg, used): (Message, usize) = bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map_err(|_| Reject::Malformed)?;
+    if used != bytes.len() {
+        return Err(Reject::Malformed);
+    }
+    Ok(msg)
 }
 
 /// The sender a datagram claims in its header, readable before authentication (for counting

@@ -11,5 +11,5 @@
 pub mod frame;
 pub mod replay;
 
-pub use frame::{claimed_sender, cluster_id, Codec, Reject, MAX_DATAGRAM};
+pub use frame::{claimed_sender, cluster_id, decode_message, Codec, Reject, MAX_DATAGRAM};
 pub use replay::ReplayWindow;

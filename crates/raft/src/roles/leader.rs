@@ -4,18 +4,22 @@ use crate::message::{Body, EntryData, Message};
 use crate::progress::{LeaderState, TransferPhase};
 use crate::quorum::quorum_value;
 use crate::raft::Raft;
-use crate::ready::Cause;
+use crate::ready::{Cause, Event};
 use crate::types::{Instant, LogIndex, NodeId};
 
 pub(crate) fn step(r: &mut Raft, msg: Message) {
-    if let Body::AppendResponse {
-        success,
-        match_index,
-        reject_hint,
-        sent_at,
-    } = msg.body
-    {
-        handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at);
+    match msg.body {
+        Body::AppendResponse {
+            success,
+            match_index,
+            reject_hint,
+            sent_at,
+        } => handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at),
+        Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
+            from: msg.from,
+            target,
+        }),
+        _ => {}
     }
 }
 
