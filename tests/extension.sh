@@ -76,6 +76,9 @@ timeout 5 tcpdump -i lo -w "$WORK/capture.pcap" -c 20 "udp and dst port $fport" 
 udp_drops() { awk -v p=":$(printf '%04X' "$1")" '$2 ~ p"$" {print $NF}' /proc/net/udp; }
 drops_before=$(udp_drops "$fport")
 rejected_before=$(sql "$follower" "SELECT sum(packets_rejected) FROM pg_leader_nodes()")
+worker_pid=$(ps -o pid=,args= --ppid "$(node_pid "$follower")" | awk '$2 == "postgres:" && $3 == "pg_leader" && NF == 3 {print $1}')
+private_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
+private_before=$(private_kib "$worker_pid")
 for kind in wrong-secret other-cluster garbage truncated oversized; do
   "$INJECT" --to "127.0.0.1:$fport" --kind "$kind" --count 1000 --from "$leader" --target "$follower" --secret-file "$WORK/secret" >/dev/null
 done
@@ -88,6 +91,8 @@ echo "packets_rejected on node $follower: $rejected_before -> $rejected_after"
 sql "$follower" "SELECT node_id, packets_in, packets_out, packets_rejected FROM pg_leader_nodes()" | sed 's/^/  /'
 check "every one of the 6000 hostile datagrams that arrived was rejected and counted" \
   test $((rejected_after - rejected_before + drops)) -eq 6000 -a "$drops" -lt 600
+echo "worker private memory: $private_before KiB -> $(private_kib "$worker_pid") KiB"
+check "the worker's private memory grew by less than 1 MiB" test $(( $(private_kib "$worker_pid") - private_before )) -lt 1024
 check "they changed neither the leader nor the term" \
   test "$(sql "$follower" "SELECT pg_leader_leader_id() || '/' || pg_leader_term()")" = "$leader/$term"
 check "the cluster still agrees" one_agreed_leader 1 2 3

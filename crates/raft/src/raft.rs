@@ -373,6 +373,15 @@ impl Raft {
             if *prev_log_term > msg.term {
                 return Err(Dropped::Malformed);
             }
+            // Committed entries never change (Leader Completeness, §5.4): a message that would
+            // replace one is not from a real leader.
+            let committed = self.log.committed();
+            let rewrites_committed = entries.iter().any(|e| {
+                e.index <= committed && self.log.term_at(e.index).is_some_and(|t| t != e.term)
+            });
+            if rewrites_committed {
+                return Err(Dropped::Malformed);
+            }
         }
         Ok(())
     }

@@ -125,3 +125,32 @@ fn an_acknowledgement_far_ahead_does_not_move_the_commit_past_the_log() {
     );
     assert_unchanged(&c, term);
 }
+
+/// Found by fuzzing (fuzz/artifacts, raft_step): a later-term "leader" sending an entry that
+/// replaces a committed one used to trip the log's assertion; it is now dropped unread.
+#[test]
+fn a_message_that_would_replace_a_committed_entry_is_dropped() {
+    let (mut c, term) = led_by_node_1();
+    let committed = c.node(1).status().commit_index;
+    assert!(committed.0 >= 1, "the leader's no-op is committed");
+    let forged = Message {
+        from: id(2),
+        to: id(1),
+        term: Term(term + 1),
+        body: Body::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: vec![pg_leader_raft::Entry {
+                term: Term(term + 1),
+                index: LogIndex(1),
+                data: pg_leader_raft::EntryData::Noop,
+            }],
+            leader_commit: LogIndex(1),
+            sent_at: Instant::ZERO,
+            lease: Duration::from_millis(ELECTION_MS),
+        },
+    };
+    let result = c.with_node(1, |r, now| r.step(forged, now));
+    assert_eq!(result, Err(Dropped::Malformed));
+    assert_unchanged(&c, term);
+}
