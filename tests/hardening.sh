@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hardening on real servers: every setting given absurd values (the server keeps running, the
 # error names the setting and the value), and disk faults under the state directory (full,
-# read-only): the node stops voting and leading, says why, and recovers when the fault is gone.
+# read-only, fsync failing): the node stops voting and leading, says why, and recovers when the
+# fault is gone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BASE_PG_PORT=55430
@@ -105,6 +106,25 @@ for fault in full read-only; do
   check "$fault: once the fault is gone node 3 rejoins" wait_for 15 "all three" one_agreed_leader 1 2 3
   check "$fault: as a follower with no error" test "$(status_of 3)" = "follower: "
 done
+
+echo "# disk faults: fsync of node 3's state directory fails (an LD_PRELOAD shim, tests/support)"
+gcc -shared -fPIC -O2 -o "$WORK/fail_fsync.so" tests/support/fail_fsync.c -ldl
+chmod 755 "$WORK/fail_fsync.so"
+node_stop 3
+as_pg env LD_PRELOAD="$WORK/fail_fsync.so" FAIL_FSYNC_DIR="$STATE3" FAIL_FSYNC_FLAG="$WORK/fail-fsync" \
+  "$PGBIN/pg_ctl" -D "$WORK/n3" -l "$WORK/n3.log" -w -t 30 start >/dev/null
+check "fsync: node 3 runs with the shim and rejoins" wait_for 15 "all three" one_agreed_leader 1 2 3
+[ "$(leader_now)" != 3 ] || sql 3 "SELECT pg_leader_transfer_leadership(1)" >/dev/null
+wait_for 10 "a leader other than node 3" one_agreed_leader 1 2 3
+touch "$WORK/fail-fsync"
+switch_between_1_and_2
+check "fsync: node 3 stops and says why" wait_for 10 "node 3's error" says 3 "Input/output error"
+check "fsync: node 3 is not leader" test "$(sql 3 'SELECT pg_leader_is_leader()')" = f
+check "fsync: nodes 1 and 2 keep a leader" wait_for 10 "a leader" one_agreed_leader 1 2
+check "fsync: PostgreSQL itself is unaffected (its own fsyncs succeed)" test "$(sql 3 'SELECT pg_is_in_recovery()')" = t
+rm -f "$WORK/fail-fsync"
+check "fsync: once fsync works again node 3 rejoins" wait_for 15 "all three" one_agreed_leader 1 2 3
+check "fsync: as a follower with no error" test "$(status_of 3)" = "follower: "
 
 echo "hardening: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
