@@ -65,43 +65,31 @@ impl SharedConditionVariable {
     /// cancellable while waiting (ConditionVariableTimedSleep checks for interrupts).
     pub fn wait_until(&self, timeout_ms: u64, mut done: impl FnMut() -> bool) -> bool {
         let cv = self.get();
-        let start = crate::clock::monotonic_now();
-        // SAFETY: the condition variable lives in shared memory for the server's lifetime; the
-        // sleep is cancelled before returning, and on error by transaction abort.
-        unsafe {
-            let satisfied = loop {
-                if done() {
-                    break true;
-                }
-                let waited = crate::clock::monotonic_now()
-                    .saturating_since(start)
-                    .as_millis();
-                if waited >= timeout_ms {
-                    break false;
-                }
-                // Bounded steps: a latch set by a signal (SIGTERM to a worker) does not end a
-                // condition-variable sleep, and a worker that died between two broadcasts must
-                // not leave a session asleep for the whole timeout.
-                let step = (timeout_ms - waited).min(250) as std::ffi::c_long;
-                if cv.is_null() {
-                    pg_sys::WaitLatch(
-                        pg_sys::MyLatch,
-                        (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
-                            as i32,
-                        step.min(10),
-                        pg_sys::PG_WAIT_EXTENSION,
-                    );
-                    pg_sys::ResetLatch(pg_sys::MyLatch);
-                    pgrx::check_for_interrupts!();
-                } else {
-                    pg_sys::ConditionVariableTimedSleep(cv, step, pg_sys::PG_WAIT_EXTENSION);
-                }
-            };
-            if !cv.is_null() {
-                pg_sys::ConditionVariableCancelSleep();
-            }
-            satisfied
+        if cv.is_null() {
+            // Not preloaded: there is nothing to wait for (`done()` raises the error that says so).
+            return done();
         }
+        let start = crate::clock::monotonic_now();
+        let satisfied = loop {
+            if done() {
+                break true;
+            }
+            let waited = crate::clock::monotonic_now()
+                .saturating_since(start)
+                .as_millis();
+            if waited >= timeout_ms {
+                break false;
+            }
+            // Bounded steps: a latch set by a signal (SIGTERM to a worker) does not end a
+            // condition-variable sleep, and a change published without a broadcast (a worker
+            // turning misconfigured) is still seen within a step.
+            let step = (timeout_ms - waited).min(250) as std::ffi::c_long;
+            // SAFETY: the condition variable lives in shared memory for the server's lifetime.
+            unsafe { pg_sys::ConditionVariableTimedSleep(cv, step, pg_sys::PG_WAIT_EXTENSION) };
+        };
+        // SAFETY: ends the sleep begun above (on error, transaction abort does it).
+        unsafe { pg_sys::ConditionVariableCancelSleep() };
+        satisfied
     }
 }
 

@@ -1,6 +1,8 @@
 //! SQL functions that change what the cluster does. They are revoked from PUBLIC when the
 //! extension is created: superusers and members of `pgleader_admin` may call them.
 
+use crate::api::read_snapshot;
+use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
 use crate::shmem::{PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
@@ -16,21 +18,6 @@ fn fail(code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Opt
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
-}
-
-/// Sleeps about a millisecond on the latch; cancellable.
-fn nap() {
-    // SAFETY: this backend's own latch, the standard interruptible sleep.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            1,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    pgrx::check_for_interrupts!();
 }
 
 /// Planned switchover: the leader brings `target` (or, when NULL, the most caught-up voter) up
@@ -91,76 +78,81 @@ fn pg_leader_transfer_leadership(
     // SAFETY: kill(2) on the worker's pid; SIGINT wakes its loop, which reads the request.
     unsafe { libc::kill(worker, libc::SIGINT) };
     let start = monotonic_now();
-    let timed_out = || monotonic_now().saturating_since(start).as_millis() >= timeout_ms as u64;
-    let chosen = loop {
-        let p = *PUBLISHED.share();
-        if p.transfer_answered >= asked {
-            match p.transfer_outcome {
-                0 => break p.transfer_chosen,
-                crate::worker::TRANSFER_FORWARDED => {
-                    return wait_for_forwarded(p.leader_id, p.term, target, timed_out, timeout_ms)
-                }
-                3 => fail(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    "the target already leads".into(),
-                    None,
-                    None,
-                ),
-                4 => fail(
-                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-                    "a leadership transfer is already in progress".into(),
-                    None,
-                    Some("Wait for it to finish.".into()),
-                ),
-                1 => fail(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    "this server stopped leading before the transfer could start".into(),
-                    None,
-                    None,
-                ),
-                _ => fail(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    "no voter to hand leadership to".into(),
-                    None,
-                    None,
-                ),
-            }
-        }
-        if timed_out() {
-            fail(
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                format!("the pg_leader worker did not take the request within {timeout_ms} ms"),
-                None,
-                Some("Check that the worker runs: pg_leader_status().".into()),
-            );
-        }
-        nap();
+    let remaining =
+        || (timeout_ms as u64).saturating_sub(monotonic_now().saturating_since(start).as_millis());
+    // The worker answers in shared memory and broadcasts; so do role, term and leader changes.
+    let mut answer = None;
+    CHANGES.wait_until(remaining(), || {
+        answer = read_snapshot(|p| {
+            (p.transfer_answered >= asked).then_some((p.transfer_outcome, p.transfer_chosen))
+        });
+        answer.is_some()
+    });
+    let Some((outcome, chosen)) = answer else {
+        fail(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            format!("the pg_leader worker did not take the request within {timeout_ms} ms"),
+            None,
+            Some("Check that the worker runs: pg_leader_status().".into()),
+        )
     };
-    loop {
-        let p = *PUBLISHED.share();
-        if p.leader_id == chosen && p.role() != PublishedRole::Leader {
-            return chosen;
+    match outcome {
+        0 => {}
+        crate::worker::TRANSFER_FORWARDED => {
+            return wait_for_forwarded(p.leader_id, p.term, target, remaining(), timeout_ms)
         }
-        if timed_out() {
-            let now = if p.leader_id != 0 {
-                format!("node {} leads", p.leader_id)
-            } else {
-                "no leader is known".into()
-            };
-            fail(
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                format!("leadership transfer to node {chosen} did not complete within {timeout_ms} ms"),
-                Some(format!("Now {now} (term {}).", p.term)),
-                Some("The cluster keeps or elects a leader on its own; see pg_leader_status() on each server.".into()),
-            );
-        }
-        nap();
+        3 => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "the target already leads".into(),
+            None,
+            None,
+        ),
+        4 => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            "a leadership transfer is already in progress".into(),
+            None,
+            Some("Wait for it to finish.".into()),
+        ),
+        1 => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this server stopped leading before the transfer could start".into(),
+            None,
+            None,
+        ),
+        _ => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "no voter to hand leadership to".into(),
+            None,
+            None,
+        ),
     }
+    let mut now = (0, 0);
+    let handed_over = CHANGES.wait_until(remaining(), || {
+        let (leader, term, leading) =
+            read_snapshot(|p| (p.leader_id, p.term, p.role() == PublishedRole::Leader));
+        now = (leader, term);
+        leader == chosen && !leading
+    });
+    if !handed_over {
+        let (leader, term) = now;
+        let who = if leader != 0 {
+            format!("node {leader} leads")
+        } else {
+            "no leader is known".into()
+        };
+        fail(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            format!("leadership transfer to node {chosen} did not complete within {timeout_ms} ms"),
+            Some(format!("Now {who} (term {term}).")),
+            Some("The cluster keeps or elects a leader on its own; see pg_leader_status() on each server.".into()),
+        );
+    }
+    chosen
 }
 
 // What changes the cluster's behaviour is for superusers and for members of pgleader_admin, a
-// role the extension creates ("pg_" names are reserved for PostgreSQL's own roles) (once per server: roles are global, and it outlives DROP
-// EXTENSION like every role). Reading functions stay open to everyone.
+// role the extension creates once per server (roles are global; "pg_" names are PostgreSQL's
+// own; like every role it outlives DROP EXTENSION). Reading functions stay open to everyone.
 pgrx::extension_sql!(
     r#"
 DO $$
@@ -177,32 +169,40 @@ GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pgl
     requires = [pg_leader_transfer_leadership]
 );
 
-/// After a request was passed on to the leader: waits until another node leads a later term
-/// (the target, when one was named) and returns it.
+/// After a request was passed on to the leader (`old_leader`, in `old_term`): waits up to
+/// `remaining_ms` until another node leads a later term (the target, when one was named) and
+/// returns it.
 fn wait_for_forwarded(
     old_leader: i32,
     old_term: u64,
     target: Option<i32>,
-    timed_out: impl Fn() -> bool,
+    remaining_ms: u64,
     timeout_ms: i32,
 ) -> i32 {
-    loop {
-        let p = *PUBLISHED.share();
-        let moved = p.leader_id != 0 && p.leader_id != old_leader && p.term > old_term;
-        let as_asked = target.is_none_or(|t| t == p.leader_id);
+    let mut now = (0, 0);
+    let moved_on = CHANGES.wait_until(remaining_ms, || {
+        let (leader, term, me, leading) = read_snapshot(|p| {
+            (
+                p.leader_id,
+                p.term,
+                p.node_id,
+                p.role() == PublishedRole::Leader,
+            )
+        });
+        now = (leader, term);
+        let moved = leader != 0 && leader != old_leader && term > old_term;
+        let as_asked = target.is_none_or(|t| t == leader);
         // When this node is the new leader, its own role says so.
-        let settled = p.leader_id != p.node_id || p.role() == PublishedRole::Leader;
-        if moved && as_asked && settled {
-            return p.leader_id;
-        }
-        if timed_out() {
-            fail(
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                format!("the switchover passed on to node {old_leader} did not complete within {timeout_ms} ms"),
-                Some(format!("Node {} leads term {}.", p.leader_id, p.term)),
-                Some("See pg_leader_status() on the leader.".into()),
-            );
-        }
-        nap();
+        let settled = leader != me || leading;
+        moved && as_asked && settled
+    });
+    if !moved_on {
+        fail(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            format!("the switchover passed on to node {old_leader} did not complete within {timeout_ms} ms"),
+            Some(format!("Node {} leads term {}.", now.0, now.1)),
+            Some("See pg_leader_status() on the leader.".into()),
+        );
     }
+    now.0
 }

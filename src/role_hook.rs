@@ -22,6 +22,8 @@ pub enum Outcome {
     CouldNotStart(String, std::io::Error),
     Finished(String, std::process::ExitStatus, String),
     TimedOut(String),
+    /// Its status could not be read.
+    Lost(String, std::io::Error),
 }
 
 struct Running {
@@ -91,23 +93,18 @@ impl RoleHook {
     /// Starts the pending command when none runs; reaps or kills the running one.
     pub fn poll(&mut self) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
-        if let Some(run) = self.running.as_mut() {
+        if let Some(mut run) = self.running.take() {
             match run.child.try_wait() {
                 Ok(Some(status)) => {
-                    let run = self.running.take().expect("checked above");
-                    outcomes.push(Outcome::Finished(run.command, status, self.read_output()));
+                    outcomes.push(Outcome::Finished(run.command, status, self.read_output()))
                 }
                 Ok(None) if run.started.elapsed() > TIMEOUT => {
                     let _ = run.child.kill();
                     let _ = run.child.wait();
-                    let run = self.running.take().expect("checked above");
                     outcomes.push(Outcome::TimedOut(run.command));
                 }
-                Ok(None) => {}
-                Err(_) => {
-                    let run = self.running.take().expect("checked above");
-                    outcomes.push(Outcome::TimedOut(run.command));
-                }
+                Ok(None) => self.running = Some(run),
+                Err(e) => outcomes.push(Outcome::Lost(run.command, e)),
             }
         }
         if self.running.is_none() {

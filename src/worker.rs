@@ -114,8 +114,11 @@ struct Node {
     transfer_answered: u64,
     http: Option<HttpServer>,
     hook: RoleHook,
-    /// A switchover a follower passed on to us, to start once the current Ready is handled.
-    forwarded_request: Option<(NodeId, Option<NodeId>)>,
+    /// A switchover a follower passed on to us (to this target, or to the most caught-up voter
+    /// when None), to start once the current Ready is handled.
+    forwarded_request: Option<Option<NodeId>>,
+    /// Why the role last changed, published for notifications.
+    last_cause: &'static str,
 }
 
 #[pg_guard]
@@ -310,6 +313,7 @@ impl Node {
             http,
             hook,
             forwarded_request: None,
+            last_cause: Cause::Start.as_str(),
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
@@ -402,8 +406,7 @@ impl Node {
             .filter(|id| self.stats.contains_key(id))
             .unwrap_or(me);
         self.stats.entry(who).or_default().packets_rejected += 1;
-        let slot = Reject::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        let count = &mut self.rejected_by_reason[slot];
+        let count = &mut self.rejected_by_reason[reason.index()];
         *count += 1;
         // Rate-limited: the first of each reason, then every 1000th.
         if *count == 1 || (*count).is_multiple_of(1000) {
@@ -456,14 +459,14 @@ impl Node {
             Event::RoleChanged { cause, .. } => Some(*cause),
             _ => None,
         }) {
-            PUBLISHED.exclusive().set_cause(cause.as_str());
+            self.last_cause = cause.as_str();
         }
         self.publish();
         self.record_history(&ready);
         self.send(&ready);
         self.log_events(&ready);
         if let Some(request) = ready.events.iter().rev().find_map(|e| match e {
-            Event::TransferRequested { from, target } => Some((*from, *target)),
+            Event::TransferRequested { target, .. } => Some(*target),
             _ => None,
         }) {
             self.forwarded_request = Some(request);
@@ -493,6 +496,9 @@ impl Node {
                 }
                 Outcome::Finished(command, status, output) => {
                     pgrx::warning!("pg_leader: on_role_change \"{command}\" failed ({status}); output: {output}")
+                }
+                Outcome::Lost(command, e) => {
+                    pgrx::warning!("pg_leader: lost track of on_role_change \"{command}\": {e}")
                 }
                 Outcome::TimedOut(command) => pgrx::warning!(
                     "pg_leader: on_role_change \"{command}\" was killed after {} s",
@@ -587,6 +593,7 @@ impl Node {
         p.worker_pid = unsafe { libc::getpid() };
         p.node_count = self.settings.peers.len() as u32;
         p.rejected_by_reason = self.rejected_by_reason;
+        p.set_cause(self.last_cause);
         for (slot, peer) in p.nodes.iter_mut().zip(&self.settings.peers) {
             let id = NodeId(peer.id);
             let stats = self.stats.get(&id).copied().unwrap_or_default();
@@ -685,7 +692,6 @@ impl Node {
             .max_by_key(|id| self.raft.follower_progress(*id))
     }
 
-    /// `pg_leader_transfer_leadership()`: start the handover a session asked for and answer.
     /// A session's switchover request (`pg_leader_transfer_leadership()`): started here on the
     /// leader, passed on to the leader from a follower.
     fn serve_transfer_request(&mut self) {
@@ -722,12 +728,14 @@ impl Node {
             p.transfer_outcome = code;
             p.transfer_chosen = chosen.map_or(0, |c| c.0 as i32);
         }
+        // The session waits on the condition variable.
+        CHANGES.broadcast();
         self.process_ready();
     }
 
     /// A switchover a follower passed on.
     fn serve_forwarded_request(&mut self) {
-        if let Some((_, target)) = self.forwarded_request.take() {
+        if let Some(target) = self.forwarded_request.take() {
             self.start_transfer(target);
             self.process_ready();
         }

@@ -48,6 +48,11 @@ impl Reject {
         Reject::Malformed,
     ];
 
+    /// Its position in `ALL`, for counters kept in an array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reject::Size => "size",

@@ -124,3 +124,10 @@ fn an_authentic_header_with_a_lying_payload_is_malformed() {
     forged.extend_from_slice(&mac.finalize().into_bytes());
     assert_eq!(codec.open(&forged).err(), Some(Reject::Malformed));
 }
+
+#[test]
+fn each_reject_reason_indexes_its_own_counter() {
+    for (i, reason) in pg_leader_wire::Reject::ALL.iter().enumerate() {
+        assert_eq!(reason.index(), i, "{reason}");
+    }
+}

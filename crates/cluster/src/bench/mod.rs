@@ -5,7 +5,6 @@
 mod cold_start;
 mod etcd;
 mod failover;
-mod handover;
 mod idle;
 mod notify;
 pub mod probe;
@@ -16,8 +15,7 @@ use std::path::PathBuf;
 
 pub use cold_start::cold_start;
 pub use etcd::etcd_failover;
-pub use failover::failover;
-pub use handover::handover;
+pub use failover::{failover, handover};
 pub use idle::idle;
 pub use notify::notify_http;
 
