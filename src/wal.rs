@@ -5,7 +5,8 @@
 //! reading costs a spinlock: on a primary the flush position of its timeline, on a standby the
 //! replay position. The replay position (not the receive position) is what a standby has
 //! applied: a standby with replay paused or far behind counts as behind, since promoting it
-//! would first have to replay, or would lose, everything after it.
+//! would first have to replay, or would lose, everything after it. The system identifier comes
+//! along: a witness is a database system of its own, whose WAL says nothing of the others'.
 
 use pg_leader_raft::WalPosition;
 use pgrx::pg_sys;
@@ -21,5 +22,11 @@ pub fn current_position() -> WalPosition {
             pg_sys::GetFlushRecPtr(&mut timeline)
         }
     };
-    WalPosition { timeline, lsn }
+    // SAFETY: reads the control file's copy in shared memory, set before any worker starts.
+    let system = unsafe { pg_sys::GetSystemIdentifier() };
+    WalPosition {
+        system,
+        timeline,
+        lsn,
+    }
 }

@@ -1,7 +1,9 @@
 //! The safety properties, checked by code after every simulated step. Each check returns the
 //! violation it found as text; the simulator stops there and reports the seed.
 
-use pg_leader_raft::{Body, Entry, EntryData, LogIndex, Message, NodeId, PersistedState, Term};
+use pg_leader_raft::{
+    Body, Entry, EntryData, LogIndex, Membership, Message, NodeId, PersistedState, Term,
+};
 use std::collections::HashMap;
 
 /// What the checker remembers across the whole run, restarts included.
@@ -18,6 +20,8 @@ pub struct Checker {
     /// Committed entries never change: chain hashes of the committed prefix, by index - 1, with
     /// the term in which each was first seen committed (at or after the term it was committed in).
     committed: Vec<(u64, Term)>,
+    /// Configuration entries stored, over the run.
+    pub configurations: u64,
 }
 
 pub type Violation = String;
@@ -36,6 +40,13 @@ pub fn chain_hash(prev: u64, entry: &Entry) -> u64 {
         EntryData::Command(bytes) => {
             mix(1 + bytes.len() as u64);
             bytes.iter().for_each(|b| mix(*b as u64));
+        }
+        EntryData::Membership(m) => {
+            mix(u64::MAX);
+            for member in m.members() {
+                mix(member.id.0 as u64);
+                mix(member.role as u64);
+            }
         }
     }
     h
@@ -165,6 +176,41 @@ impl Checker {
                 }
                 Some(_) => {}
                 None => self.committed.push((*hash, term)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Single-server changes (thesis §4.3): each configuration in a log differs from the one
+    /// before it by at most one voter, so old and new majorities always overlap. Checked for
+    /// every configuration entry as it is stored, against the one before it in the same log.
+    pub fn configurations_stored(
+        &mut self,
+        node: NodeId,
+        bootstrap: &Membership,
+        log: &[Entry],
+        first_new: LogIndex,
+    ) -> Result<(), Violation> {
+        let mut previous = log
+            .iter()
+            .take(first_new.0.saturating_sub(1) as usize)
+            .rev()
+            .find_map(|e| match &e.data {
+                EntryData::Membership(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or(bootstrap);
+        for e in log.iter().skip(first_new.0.saturating_sub(1) as usize) {
+            if let EntryData::Membership(m) = &e.data {
+                let moved = previous.voter_difference(m);
+                if moved > 1 {
+                    return Err(format!(
+                        "node {node} stored a configuration at index {} that moves {moved} voters at once: [{previous}] -> [{m}]",
+                        e.index
+                    ));
+                }
+                self.configurations += 1;
+                previous = m;
             }
         }
         Ok(())

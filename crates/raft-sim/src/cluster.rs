@@ -5,8 +5,8 @@ use crate::checker::{chain_hash, Checker, Violation};
 use crate::clock::NodeClock;
 use crate::network::Network;
 use pg_leader_raft::{
-    Config, Duration, Event, Instant, LogIndex, Message, NodeId, PersistedState, Raft,
-    RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
+    Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message, NodeId,
+    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -55,6 +55,9 @@ pub struct SimNode {
     verified_commit: usize,
     /// Real time until which the node is frozen (SIGSTOP): nothing reaches it before then.
     pub paused_until: u64,
+    /// The voters its settings list (`Config::voters`): the first voters, and a spare server
+    /// itself besides.
+    bootstrap: Vec<NodeId>,
 }
 
 /// Counters the scenario reports.
@@ -82,9 +85,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A cluster whose clocks drift by random amounts up to `max_drift_ppm`.
+    /// A cluster of `size` voters and `spares` servers that are started but not members (they
+    /// list the voters and themselves, as a server about to be added does), whose clocks drift
+    /// by random amounts up to `max_drift_ppm`.
     pub fn new(
         size: usize,
+        spares: usize,
         heartbeat: Duration,
         election_timeout: Duration,
         max_drift_ppm: i64,
@@ -92,14 +98,16 @@ impl Cluster {
     ) -> Cluster {
         let mut rng = SplitMix64::new(seed ^ 0x5EED_C10C);
         // Half the clocks sit at the edges of the allowed drift, where a lease is tightest.
-        let drifts: Vec<i64> = (0..size)
+        let drifts: Vec<i64> = (0..size + spares)
             .map(|_| match rng.uniform(0, 4) {
                 0 => max_drift_ppm,
                 1 => -max_drift_ppm,
                 _ => rng.uniform(0, 2 * max_drift_ppm as u64 + 1) as i64 - max_drift_ppm,
             })
             .collect();
-        Cluster::with_drifts(heartbeat, election_timeout, &drifts, seed)
+        let mut c = Cluster::build(heartbeat, election_timeout, &drifts, size, seed);
+        c.start_all();
+        c
     }
 
     /// A cluster of `drifts.len()` nodes whose clocks run `drifts[i]` ppm fast (or slow).
@@ -109,15 +117,39 @@ impl Cluster {
         drifts: &[i64],
         seed: u64,
     ) -> Cluster {
+        let mut c = Cluster::build(heartbeat, election_timeout, drifts, drifts.len(), seed);
+        c.start_all();
+        c
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..self.size() {
+            self.start(i).expect("a fresh node cannot violate anything");
+        }
+    }
+
+    fn build(
+        heartbeat: Duration,
+        election_timeout: Duration,
+        drifts: &[i64],
+        voters: usize,
+        seed: u64,
+    ) -> Cluster {
         let size = drifts.len();
         let mut rng = SplitMix64::new(seed);
-        let voters: Vec<NodeId> = (1..=size as u32).map(NodeId).collect();
+        let ids: Vec<NodeId> = (1..=size as u32).map(NodeId).collect();
+        let first_voters: Vec<NodeId> = ids[..voters].to_vec();
         let config_template =
-            Config::new(NodeId(1), voters.clone()).with_timing(heartbeat, election_timeout);
-        let nodes = voters
+            Config::new(NodeId(1), first_voters.clone()).with_timing(heartbeat, election_timeout);
+        let nodes = ids
             .iter()
             .zip(drifts)
             .map(|(&id, &drift_ppm)| SimNode {
+                bootstrap: if first_voters.contains(&id) {
+                    first_voters.clone()
+                } else {
+                    first_voters.iter().copied().chain([id]).collect()
+                },
                 id,
                 raft: None,
                 disk: PersistedState::default(),
@@ -131,7 +163,7 @@ impl Cluster {
                 paused_until: 0,
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             now: 0,
             rng,
             nodes,
@@ -142,13 +174,7 @@ impl Cluster {
             seq: 0,
             config_template,
             trace: false,
-        };
-        for i in 0..size {
-            cluster
-                .start(i)
-                .expect("a fresh node cannot violate anything");
         }
-        cluster
     }
 
     pub fn size(&self) -> usize {
@@ -167,6 +193,7 @@ impl Cluster {
     pub fn start(&mut self, i: usize) -> Result<(), Violation> {
         let config = Config {
             id: self.nodes[i].id,
+            voters: self.nodes[i].bootstrap.clone(),
             ..self.config_template.clone()
         };
         let seed = self.rng.next_u64();
@@ -185,6 +212,7 @@ impl Cluster {
         raft.set_wal_position(WalPosition {
             timeline: 1,
             lsn: self.rng.uniform(0, 4),
+            ..Default::default()
         });
         let node = &mut self.nodes[i];
         node.verified_commit = 0;
@@ -324,12 +352,35 @@ impl Cluster {
             }
             self.checker
                 .entries_stored(node.id, &ready.entries, &node.chain)?;
+            if ready
+                .entries
+                .iter()
+                .any(|e| matches!(e.data, EntryData::Membership(_)))
+            {
+                let bootstrap = Config {
+                    voters: node.bootstrap.clone(),
+                    ..self.config_template.clone()
+                }
+                .bootstrap_membership();
+                self.checker.configurations_stored(
+                    node.id,
+                    &bootstrap,
+                    &node.disk.entries,
+                    first.index,
+                )?;
+            }
         }
         Ok(())
     }
 
     fn observe_events(&mut self, i: usize, ready: &Ready) -> Result<(), Violation> {
         for event in &ready.events {
+            if let Event::MembershipChanged { membership, index } = event {
+                self.trace_line(
+                    i,
+                    &format!("configuration [{membership}] from index {index}"),
+                );
+            }
             if let Event::RoleChanged {
                 role, term, cause, ..
             } = event
@@ -423,17 +474,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// True when one node leads with a lease and every node that is up follows it in its term.
+    /// True when one node leads with a lease and every member of its configuration that is up
+    /// follows it in its term. (Servers outside it are no one's business: a removed one, a spare
+    /// never added.)
     pub fn agreed_leader(&self) -> Option<(usize, Term)> {
         let l = self.leader_with_lease()?;
-        let term = self.nodes[l].raft.as_ref()?.term();
+        let leader = self.nodes[l].raft.as_ref()?;
+        let term = leader.term();
         let leader_id = self.nodes[l].id;
+        let members = leader.membership().0;
         let all = self
             .nodes
             .iter()
+            .filter(|n| members.contains(n.id))
             .filter_map(|n| n.raft.as_ref())
             .all(|r| r.term() == term && r.leader_id() == Some(leader_id));
         all.then_some((l, term))
+    }
+
+    /// The leader's configuration, when a node leads with a lease.
+    pub fn leader_membership(&self) -> Option<Membership> {
+        let l = self.leader_with_lease()?;
+        Some(self.nodes[l].raft.as_ref()?.membership().0.clone())
     }
 
     fn trace_line(&self, i: usize, what: &str) {

@@ -1,15 +1,18 @@
 //! One seed's run: a phase of random faults with every invariant checked after each step, then a
 //! liveness phase (faults stop, one leader must appear within a bound), then a measured failover
-//! (the leader crashes in calm conditions).
+//! (the leader crashes in calm conditions). Among the faults are membership changes: servers
+//! added (as voters or learners) and removed, spares included, at random moments.
 
 use crate::checker::Violation;
 use crate::cluster::Cluster;
-use pg_leader_raft::{Duration, NodeId, RandomSource};
+use pg_leader_raft::{Duration, MembershipChange, NodeId, RandomSource};
 
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Cluster size; `None` draws one of 1, 3, 5, 7 from the seed.
     pub nodes: Option<usize>,
+    /// Servers started outside the cluster, for membership changes to add; `None` draws 0 to 2.
+    pub spares: Option<usize>,
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     /// Longest fault phase, in real microseconds (each seed draws its own length up to this).
@@ -23,6 +26,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             nodes: None,
+            spares: None,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             max_fault_phase: 10_000_000,
@@ -56,6 +60,9 @@ pub struct Report {
     pub failover_us: Option<u64>,
     /// Candidate rounds that failover took.
     pub failover_rounds: Option<u32>,
+    /// Membership changes the leader accepted, and configuration entries stored on any node.
+    pub membership_changes: u64,
+    pub configurations: u64,
 }
 
 pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
@@ -63,8 +70,12 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
     let nodes = options
         .nodes
         .unwrap_or_else(|| [1, 3, 3, 5, 5, 7][pick.uniform(0, 6) as usize]);
+    let spares = options
+        .spares
+        .unwrap_or_else(|| [0, 0, 1, 2][pick.uniform(0, 4) as usize]);
     let mut cluster = Cluster::new(
         nodes,
+        spares,
         options.heartbeat,
         options.election_timeout,
         options.max_drift_ppm,
@@ -79,12 +90,14 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
     let fault_end = pick.uniform(options.max_fault_phase / 4, options.max_fault_phase + 1);
     fault_phase(&mut cluster, fault_end, &mut report)?;
     report.recovery_us = liveness_phase(&mut cluster, options)?;
-    if nodes >= 3 {
+    let voters = cluster.leader_membership().map_or(0, |m| m.voter_count());
+    if voters >= 3 {
         let (time, rounds) = failover(&mut cluster, options)?;
         report.failover_us = Some(time);
         report.failover_rounds = Some(rounds);
     }
     report.events = cluster.counters.events;
+    report.configurations = cluster.checker.configurations;
     report.elections = cluster.counters.election_rounds.len() as u64;
     report.multi_round_elections = cluster
         .counters
@@ -120,7 +133,13 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
         }
         let target = c.rng.uniform(0, n as u64) as usize;
         report.faults += 1;
-        match c.rng.uniform(0, 14) {
+        match c.rng.uniform(0, 16) {
+            14 | 15 => {
+                report.faults -= 1;
+                if change_membership(c, target)? {
+                    report.membership_changes += 1;
+                }
+            }
             13 => {
                 // The lease holder is cut off right away: its lease must run out before anyone
                 // else's begins, whatever the clocks' rates.
@@ -192,6 +211,27 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
         }
     }
     Ok(())
+}
+
+/// On the leader, if any: removes `target` when it is a member, else adds it (a voter two times
+/// in three). Returns true when the leader accepted the change.
+fn change_membership(c: &mut Cluster, target: usize) -> Result<bool, Violation> {
+    let Some(l) = c.leader_with_lease() else {
+        return Ok(false);
+    };
+    let id = c.nodes[target].id;
+    let member = c.leader_membership().is_some_and(|m| m.contains(id));
+    let change = if member {
+        MembershipChange::Remove { id }
+    } else {
+        MembershipChange::Add {
+            id,
+            address: format!("node{}", id.0),
+            voter: c.rng.uniform(0, 3) > 0,
+        }
+    };
+    let accepted = c.act(l, |r, now| r.propose_change(&change, now).is_ok())?;
+    Ok(accepted == Some(true))
 }
 
 /// Faults stop: every node is up, unpaused, on a calm network. Returns the time to agreement.

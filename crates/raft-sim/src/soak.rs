@@ -16,6 +16,8 @@ pub struct Summary {
     pub failover_us: Vec<u64>,
     pub failover_split: u64,
     pub recovery_us_max: u64,
+    pub membership_changes: u64,
+    pub configurations: u64,
 }
 
 impl Summary {
@@ -37,6 +39,8 @@ impl Summary {
         self.failover_us.extend(other.failover_us);
         self.failover_split += other.failover_split;
         self.recovery_us_max = self.recovery_us_max.max(other.recovery_us_max);
+        self.membership_changes += other.membership_changes;
+        self.configurations += other.configurations;
     }
 
     pub fn print(&mut self, seconds: f64) {
@@ -51,6 +55,10 @@ impl Summary {
         println!("simulated events      {}", self.events);
         println!("faults injected       {}", self.faults);
         println!("elections             {}", self.elections);
+        println!(
+            "membership changes    {} accepted, {} configuration entries stored",
+            self.membership_changes, self.configurations
+        );
         println!("violations            {}", self.violations.len());
         println!(
             "split votes (failover) {:.2}% ({} of {} failovers needed more than one round)",
@@ -101,6 +109,8 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> S
                             local.elections += r.elections;
                             local.multi_round_elections += r.multi_round_elections;
                             local.recovery_us_max = local.recovery_us_max.max(r.recovery_us);
+                            local.membership_changes += r.membership_changes;
+                            local.configurations += r.configurations;
                             if let Some(f) = r.failover_us {
                                 local.failover_us.push(f);
                                 if r.failover_rounds.unwrap_or(1) > 1 {

@@ -1,6 +1,6 @@
 //! Ten thousand seeds of random faults (crashes, quick restarts, pauses, partitions of every
-//! shape, loss, duplication, delay, clock drift, transfers, proposals) on clusters of 1, 3, 5 and
-//! 7 nodes. Every invariant is checked after every step; a failure names its seed, which replays
+//! shape, loss, duplication, delay, clock drift, transfers, proposals, membership changes) on
+//! clusters of 1, 3, 5 and 7 nodes with up to two spare servers to add. Every invariant is checked after every step; a failure names its seed, which replays
 //! exactly with `cargo run --release -p pg_leader_raft_sim --bin raft-soak -- --seed N --trace`
 //! (add `--heartbeat 25 --election-timeout 150 --fault-phase 2000` for the fast-timing seeds).
 
@@ -26,6 +26,34 @@ fn ten_thousand_seeds_keep_every_invariant() {
         "too few elections: {}",
         summary.elections
     );
+    assert!(
+        summary.membership_changes > 3_000,
+        "too few membership changes: {}",
+        summary.membership_changes
+    );
+}
+
+#[test]
+fn a_configuration_that_moves_two_voters_at_once_is_caught() {
+    use pg_leader_raft::{Entry, EntryData, LogIndex, Membership, NodeId, Term};
+    let config =
+        |ids: &[u32]| Membership::of_voters(ids.iter().map(|i| (NodeId(*i), String::new())));
+    let entry = |index: u64, ids: &[u32]| Entry {
+        term: Term(1),
+        index: LogIndex(index),
+        data: EntryData::Membership(config(ids)),
+    };
+    let mut checker = pg_leader_raft_sim::checker::Checker::default();
+    let bootstrap = config(&[1, 2, 3]);
+    let one_at_a_time = [entry(1, &[1, 2, 3]), entry(2, &[1, 2, 3, 4])];
+    assert!(checker
+        .configurations_stored(NodeId(1), &bootstrap, &one_at_a_time, LogIndex(1))
+        .is_ok());
+    let two_at_once = [entry(1, &[1, 2, 3]), entry(2, &[1, 2, 3, 4, 5])];
+    let violation = checker
+        .configurations_stored(NodeId(1), &bootstrap, &two_at_once, LogIndex(2))
+        .unwrap_err();
+    assert!(violation.contains("moves 2 voters"), "{violation}");
 }
 
 #[test]

@@ -15,15 +15,23 @@
 //! same instant. The default margin is `T / 10`, which covers ρ up to 5 %; real monotonic clocks
 //! of one machine share one rate, and across machines NTP keeps them within 500 ppm.
 
+use crate::membership::Membership;
 use crate::types::{Duration, NodeId};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voter, this node included.
+    /// The first configuration: every voter, this node included. Once the log holds a
+    /// configuration entry, that one is used instead (see `membership`).
     pub voters: Vec<NodeId>,
+    /// The voters' addresses, written into the first configuration entry; opaque to the core.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// False for a voter that must never lead (a witness, a standby that must stay one): it
+    /// votes and counts for quorum but never campaigns and refuses handovers.
+    pub can_lead: bool,
     /// How often the leader sends AppendEntries (heartbeats).
     pub heartbeat_interval: Duration,
     /// The minimum election timeout `T`; each wait is drawn anew from `[T, 2T)`.
@@ -48,6 +56,8 @@ impl Config {
         Config {
             id,
             voters,
+            addresses: BTreeMap::new(),
+            can_lead: true,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout,
             lease_drift_margin: default_margin(election_timeout),
@@ -103,13 +113,13 @@ impl Config {
             .saturating_sub(self.lease_drift_margin)
     }
 
-    pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
-    }
-
-    /// Everyone but this node.
-    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied().filter(move |v| *v != self.id)
+    /// The configuration the node starts from while its log holds none.
+    pub fn bootstrap_membership(&self) -> Membership {
+        Membership::of_voters(
+            self.voters
+                .iter()
+                .map(|v| (*v, self.addresses.get(v).cloned().unwrap_or_default())),
+        )
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod log;
+pub mod membership;
 pub mod message;
 pub mod progress;
 pub mod quorum;
@@ -19,6 +20,7 @@ mod roles;
 pub mod types;
 
 pub use config::{Config, ConfigError};
+pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};

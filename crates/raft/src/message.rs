@@ -1,11 +1,12 @@
 //! What nodes say to each other. Serde types, kept small; the transport frames them with
 //! `PROTOCOL_VERSION` so that a future format is recognised rather than misread.
 
+use crate::membership::{Membership, MembershipChange};
 use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever `Message` or `Entry` change shape on the wire.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// How far a server's data goes: its PostgreSQL timeline and WAL position (flush LSN on a
 /// primary, replay LSN on a standby). Zero means unknown. Opaque to Raft's own rules: it only
@@ -14,6 +15,9 @@ pub const PROTOCOL_VERSION: u8 = 2;
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct WalPosition {
+    /// PostgreSQL's database system identifier: positions of different systems (a witness
+    /// has its own) say nothing about each other.
+    pub system: u64,
     pub timeline: u32,
     pub lsn: u64,
 }
@@ -23,10 +27,15 @@ impl WalPosition {
         self.timeline != 0
     }
 
-    /// True when both are known, on one timeline, and `self` is behind `other`. Positions on
-    /// different timelines are not compared: which one wins is the failover script's call.
+    /// True when both are known, of one system, on one timeline, and `self` is behind `other`.
+    /// Positions on different timelines are not compared: which one wins is the failover
+    /// script's call.
     pub fn is_behind(&self, other: &WalPosition) -> bool {
-        self.known() && other.known() && self.timeline == other.timeline && self.lsn < other.lsn
+        self.known()
+            && other.known()
+            && self.system == other.system
+            && self.timeline == other.timeline
+            && self.lsn < other.lsn
     }
 }
 
@@ -44,6 +53,8 @@ pub enum EntryData {
     Noop,
     /// An application command, replicated and applied in order.
     Command(Vec<u8>),
+    /// A new configuration, in effect from the moment it is in a log (see `membership`).
+    Membership(Membership),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +103,9 @@ pub enum Body {
         /// On failure the follower's last index, to skip back quickly.
         reject_hint: LogIndex,
         sent_at: Instant,
+        /// False when the follower must never lead (`Config::can_lead`): the leader then never
+        /// picks it for a handover.
+        can_lead: bool,
     },
     /// Leadership transfer (thesis §3.10): campaign now, without waiting for the timeout.
     TimeoutNow,
@@ -99,6 +113,16 @@ pub enum Body {
     /// most caught-up voter); the leader's host decides, as for a request of its own.
     TransferRequest {
         target: Option<NodeId>,
+    },
+    /// A follower passes on an operator's membership change; the leader answers with
+    /// `ChangeAnswer`.
+    ChangeRequest {
+        change: MembershipChange,
+    },
+    /// The leader's answer: 0 when the change was started (or already done), else a
+    /// `ChangeError::code`.
+    ChangeAnswer {
+        outcome: u8,
     },
 }
 
@@ -114,6 +138,8 @@ impl Message {
             Body::AppendResponse { .. } => "AppendResponse",
             Body::TimeoutNow => "TimeoutNow",
             Body::TransferRequest { .. } => "TransferRequest",
+            Body::ChangeRequest { .. } => "ChangeRequest",
+            Body::ChangeAnswer { .. } => "ChangeAnswer",
         }
     }
 }

@@ -14,6 +14,20 @@ pub struct Progress {
     pub acked_sent_at: Option<Instant>,
     /// When the leader last heard anything from it in this term: for CheckQuorum.
     pub last_heard: Instant,
+    /// What the follower said of itself in its last answer (`Config::can_lead`).
+    pub can_lead: bool,
+}
+
+impl Progress {
+    fn new(last_index: LogIndex, now: Instant) -> Progress {
+        Progress {
+            next: last_index.next(),
+            matched: LogIndex(0),
+            acked_sent_at: None,
+            last_heard: now,
+            can_lead: true,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,21 +59,10 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
-    pub fn new(
-        peers: impl Iterator<Item = NodeId>,
-        last_index: LogIndex,
-        now: Instant,
-    ) -> LeaderState {
+    pub fn new(peers: Vec<NodeId>, last_index: LogIndex, now: Instant) -> LeaderState {
         let progress = peers
-            .map(|id| {
-                let p = Progress {
-                    next: last_index.next(),
-                    matched: LogIndex(0),
-                    acked_sent_at: None,
-                    last_heard: now,
-                };
-                (id, p)
-            })
+            .into_iter()
+            .map(|id| (id, Progress::new(last_index, now)))
             .collect();
         LeaderState {
             progress,
@@ -67,6 +70,17 @@ impl LeaderState {
             since: now,
             last_broadcast: now,
             transfer: None,
+        }
+    }
+
+    /// Follows a new configuration: new members start from the end of the log, departed
+    /// ones are forgotten.
+    pub fn track_only(&mut self, peers: &[NodeId], last_index: LogIndex, now: Instant) {
+        self.progress.retain(|id, _| peers.contains(id));
+        for id in peers {
+            self.progress
+                .entry(*id)
+                .or_insert_with(|| Progress::new(last_index, now));
         }
     }
 

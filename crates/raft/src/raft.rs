@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
+use crate::membership::{apply_change, ChangeError, MemberRole, Membership, MembershipChange};
 use crate::message::{Body, EntryData, Message, WalPosition};
 use crate::progress::{LeaderState, Transfer, TransferPhase};
 use crate::quorum::{majority, quorum_value};
@@ -28,6 +29,10 @@ pub struct Raft {
     pub(crate) voted_for: Option<NodeId>,
     pub(crate) leader_id: Option<NodeId>,
     pub(crate) log: RaftLog,
+    /// The configuration in effect: the last one in the log, or the bootstrap one.
+    pub(crate) membership: Membership,
+    /// Index of the entry `membership` came from; 0 for the bootstrap configuration.
+    pub(crate) membership_index: LogIndex,
     rng: Box<dyn RandomSource>,
     /// The latest moment the node has been told about; never moves back.
     pub(crate) now: Instant,
@@ -75,6 +80,8 @@ pub enum TransferError {
     UnknownTarget(NodeId),
     TargetIsLeader,
     AlreadyInProgress(NodeId),
+    /// The target runs with `can_lead` off.
+    TargetCannotLead(NodeId),
 }
 
 impl fmt::Display for TransferError {
@@ -90,6 +97,9 @@ impl fmt::Display for TransferError {
             TransferError::TargetIsLeader => write!(f, "the target already leads"),
             TransferError::AlreadyInProgress(t) => {
                 write!(f, "a transfer to node {t} is already in progress")
+            }
+            TransferError::TargetCannotLead(t) => {
+                write!(f, "node {t} runs with pg_leader.can_be_leader = off")
             }
         }
     }
@@ -131,6 +141,8 @@ impl Raft {
             voted_for: persisted.hard_state.voted_for,
             leader_id: None,
             log: RaftLog::restore(persisted.entries),
+            membership: Membership::default(),
+            membership_index: LogIndex(0),
             rng,
             now,
             election_deadline: now,
@@ -143,6 +155,7 @@ impl Raft {
             ready: Ready::default(),
         };
         raft.votes_refused_until = now + raft.config.election_timeout;
+        raft.refresh_membership();
         raft.become_follower(raft.term, None, Cause::Start);
         Ok(raft)
     }
@@ -195,7 +208,7 @@ impl Raft {
     /// Starts an election now (tests, and an operator's nudge).
     pub fn campaign(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.may_campaign() {
             self.start_campaign(Cause::ElectionTimeout);
         }
     }
@@ -226,11 +239,14 @@ impl Raft {
         if target == self.config.id {
             return Err(TransferError::TargetIsLeader);
         }
-        if !self.config.is_voter(target) {
+        if !self.membership.is_voter(target) {
             return Err(TransferError::UnknownTarget(target));
         }
         if let Some(t) = state.transfer {
             return Err(TransferError::AlreadyInProgress(t.target));
+        }
+        if state.progress.get(&target).is_some_and(|p| !p.can_lead) {
+            return Err(TransferError::TargetCannotLead(target));
         }
         let deadline = self.now + self.config.election_timeout;
         let transfer = Transfer {
@@ -241,6 +257,100 @@ impl Raft {
         self.leader.as_mut().expect("checked above").transfer = Some(transfer);
         leader::advance_transfer(self);
         Ok(())
+    }
+
+    /// Hands leadership to the voter that holds the most of the log (heard from most recently
+    /// on a tie), skipping those that must never lead. Returns the target chosen.
+    pub fn hand_over(&mut self, now: Instant) -> Result<NodeId, TransferError> {
+        self.advance_clock(now);
+        let target = self
+            .best_transfer_target()
+            .ok_or(TransferError::UnknownTarget(NodeId(0)))?;
+        self.transfer_leadership(target, now)?;
+        Ok(target)
+    }
+
+    /// The voter a handover would go to, on a leader.
+    pub fn best_transfer_target(&self) -> Option<NodeId> {
+        let state = self.leader.as_ref()?;
+        state
+            .progress
+            .iter()
+            .filter(|(id, p)| p.can_lead && self.membership.is_voter(**id))
+            .max_by_key(|(_, p)| (p.matched, p.last_heard))
+            .map(|(id, _)| *id)
+    }
+
+    /// Starts a membership change on the leader (see `membership`): appends the next
+    /// configuration and returns its index. Asking again for a change already made or under way
+    /// is not an error, so a request that was passed on twice does no harm.
+    pub fn propose_change(
+        &mut self,
+        change: &MembershipChange,
+        now: Instant,
+    ) -> Result<LogIndex, ChangeError> {
+        self.advance_clock(now);
+        let Some(state) = &self.leader else {
+            return Err(ChangeError::NotLeader(self.leader_id));
+        };
+        if state.transfer.is_some() {
+            return Err(ChangeError::Transferring);
+        }
+        if self.already_made(change) {
+            return Ok(self.membership_index);
+        }
+        // A leader's log may end in a configuration an earlier leader never committed; only
+        // after committing an entry of its own term is it sure which one the cluster has.
+        if self.log.term_at(self.log.committed()) != Some(self.term) {
+            return Err(ChangeError::NotReady);
+        }
+        if self.membership_index > self.log.committed() {
+            let pending = self.membership.in_transition().map(|m| m.id);
+            return Err(ChangeError::InProgress(pending));
+        }
+        let next = apply_change(&self.membership, change, self.config.id)?;
+        Ok(leader::append_and_replicate(
+            self,
+            EntryData::Membership(next),
+        ))
+    }
+
+    fn already_made(&self, change: &MembershipChange) -> bool {
+        match change {
+            MembershipChange::Add { id, address, voter } => {
+                self.membership.get(*id).is_some_and(|m| {
+                    m.address == *address
+                        && match m.role {
+                            MemberRole::Voter | MemberRole::Joining => *voter,
+                            MemberRole::Learner => !*voter,
+                            MemberRole::Leaving => false,
+                        }
+                })
+            }
+            MembershipChange::Remove { id } => {
+                self.membership.role_of(*id) == Some(MemberRole::Leaving)
+            }
+        }
+    }
+
+    /// A follower passed on an operator's membership change: start it and answer. A request to
+    /// remove this leader starts a handover first; the asker retries with the next leader.
+    pub(crate) fn answer_change_request(&mut self, from: NodeId, change: MembershipChange) {
+        let now = self.now;
+        let outcome = match self.propose_change(&change, now) {
+            Ok(_) => 0,
+            Err(ChangeError::RemovingLeader) => {
+                let _ = self.hand_over(now);
+                ChangeError::RemovingLeader.code()
+            }
+            Err(e) => e.code(),
+        };
+        self.ready.events.push(Event::ChangeRequested {
+            from,
+            change,
+            outcome,
+        });
+        self.send(from, self.term, Body::ChangeAnswer { outcome });
     }
 
     /// Changes the timings (a reload). Safe at any moment: each heartbeat carries the promise
@@ -282,6 +392,17 @@ impl Raft {
     }
     pub fn log(&self) -> &RaftLog {
         &self.log
+    }
+
+    /// The configuration in effect and the index of the entry it came from (0: bootstrap).
+    pub fn membership(&self) -> (&Membership, LogIndex) {
+        (&self.membership, self.membership_index)
+    }
+
+    /// Lets this voter lead or not (`Config::can_lead`); followers tell the leader with every
+    /// answer.
+    pub fn set_can_lead(&mut self, can_lead: bool) {
+        self.config.can_lead = can_lead;
     }
 
     /// The moment the lease ends, on a leader that holds one.
@@ -334,8 +455,20 @@ impl Raft {
         if msg.to != self.config.id {
             return Err(Dropped::NotForThisNode);
         }
-        if msg.from == self.config.id || !self.config.is_voter(msg.from) {
+        if msg.from == self.config.id {
             return Err(Dropped::UnknownSender);
+        }
+        // A server outside our configuration is heard only as a leader we may not know of yet:
+        // our log may lack the entry that added it (thesis §4.1: servers take AppendEntries
+        // without consulting their configuration). A term of its own or a later one is needed;
+        // anything else from it (votes above all: a removed server must not disrupt) is dropped.
+        if !self.membership.contains(msg.from) {
+            let new_leader = matches!(msg.body, Body::AppendEntries { .. })
+                && (msg.term > self.term
+                    || (msg.term == self.term && self.leader_id.is_none_or(|l| l == msg.from)));
+            if !new_leader {
+                return Err(Dropped::UnknownSender);
+            }
         }
         // PreVote keeps terms from running away while a node is cut off, so a term this far
         // ahead is forged or corrupt; taking it would end every election to come.
@@ -421,6 +554,7 @@ impl Raft {
                 match_index: LogIndex(0),
                 reject_hint: self.log.last_index(),
                 sent_at: *sent_at,
+                can_lead: self.config.can_lead,
             },
             Body::RequestVote { pre_vote, .. } => Body::VoteResponse {
                 pre_vote: *pre_vote,
@@ -530,13 +664,20 @@ impl Raft {
             Role::Candidate,
             "only a candidate can become leader"
         );
-        let state = LeaderState::new(self.config.peers(), self.log.last_index(), self.now);
+        let state = LeaderState::new(self.peers(), self.log.last_index(), self.now);
         self.set_role(Role::Leader, leader::step, leader::tick);
         self.leader = Some(state);
         self.leader_id = Some(self.config.id);
         self.emit_role_change(Cause::WonElection);
-        // §5.4.2: a no-op of the new term lets the leader commit what earlier terms left.
-        leader::append_and_replicate(self, EntryData::Noop);
+        // §5.4.2: an entry of the new term lets the leader commit what earlier terms left. The
+        // first leader makes it the bootstrap configuration, so that servers added later learn
+        // every member's address from the log; later leaders append a no-op.
+        let first = if self.membership_index == LogIndex(0) {
+            EntryData::Membership(self.membership.clone())
+        } else {
+            EntryData::Noop
+        };
+        leader::append_and_replicate(self, first);
         leader::broadcast(self);
     }
 
@@ -573,9 +714,13 @@ impl Raft {
             transfer,
             wal: self.wal,
         };
-        let peers: Vec<NodeId> = self.config.peers().collect();
-        for peer in peers {
-            self.send(peer, term, body.clone());
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters()
+            .filter(|v| *v != self.config.id)
+            .collect();
+        for voter in voters {
+            self.send(voter, term, body.clone());
         }
     }
 
@@ -613,7 +758,52 @@ impl Raft {
     }
 
     pub(crate) fn majority(&self) -> usize {
-        majority(self.config.voters.len())
+        majority(self.membership.voter_count())
+    }
+
+    /// Every other member, voter or not: all of them get the log.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.membership
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != self.config.id)
+            .collect()
+    }
+
+    /// Only a voter that is allowed to lead starts elections or takes a handover.
+    pub(crate) fn may_campaign(&self) -> bool {
+        self.config.can_lead && self.membership.is_voter(self.config.id)
+    }
+
+    /// Takes the last configuration in the log (the bootstrap one when there is none), and
+    /// tells the host when it changed. Called whenever the log changed.
+    pub(crate) fn refresh_membership(&mut self) {
+        let (membership, index) = self
+            .log
+            .entries()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.data {
+                EntryData::Membership(m) => Some((m.clone(), e.index)),
+                _ => None,
+            })
+            .unwrap_or_else(|| (self.config.bootstrap_membership(), LogIndex(0)));
+        if (&membership, index) == (&self.membership, self.membership_index) {
+            return;
+        }
+        self.membership = membership;
+        self.membership_index = index;
+        let last_index = self.log.last_index();
+        let now = self.now;
+        let peers = self.peers();
+        if let Some(state) = self.leader.as_mut() {
+            state.track_only(&peers, last_index, now);
+        }
+        self.ready.events.push(Event::MembershipChanged {
+            membership: self.membership.clone(),
+            index,
+        });
     }
 
     /// The lease: the send time of the newest heartbeat a majority (this node counting its own
@@ -624,9 +814,15 @@ impl Raft {
             self.lease_deadline = None;
             return;
         }
-        let mut acked: Vec<Option<Instant>> =
-            state.progress.values().map(|p| p.acked_sent_at).collect();
-        acked.push(Some(state.last_broadcast));
+        let mut acked: Vec<Option<Instant>> = state
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.is_voter(**id))
+            .map(|(_, p)| p.acked_sent_at)
+            .collect();
+        if self.membership.is_voter(self.config.id) {
+            acked.push(Some(state.last_broadcast));
+        }
         self.lease_deadline = quorum_value(&mut acked)
             .flatten()
             .map(|t| t + self.config.lease_duration());

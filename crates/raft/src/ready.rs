@@ -8,8 +8,9 @@
 //!
 //! If step 1 fails, the program must drop the messages and restart from what is on disk.
 
+use crate::membership::{Membership, MembershipChange};
 use crate::message::{Entry, Message};
-use crate::types::{NodeId, Term};
+use crate::types::{LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -129,6 +130,20 @@ pub enum Event {
         from: NodeId,
         target: Option<NodeId>,
     },
+    /// The configuration in effect changed (an entry appended, or truncated away), or the node
+    /// started; `index` is 0 for the bootstrap configuration.
+    MembershipChanged {
+        membership: Membership,
+        index: LogIndex,
+    },
+    /// On the leader: a follower passed on a membership change, answered with `outcome`.
+    ChangeRequested {
+        from: NodeId,
+        change: MembershipChange,
+        outcome: u8,
+    },
+    /// On a follower: the leader's answer to a change it passed on.
+    ChangeAnswered { outcome: u8 },
 }
 
 #[derive(Clone, Debug, Default)]

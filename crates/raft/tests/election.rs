@@ -340,7 +340,11 @@ fn messages_from_strangers_or_with_torn_entries_are_dropped() {
 
 fn with_wal(mut m: Message, timeline: u32, lsn: u64) -> Message {
     if let Body::RequestVote { wal, .. } = &mut m.body {
-        *wal = WalPosition { timeline, lsn };
+        *wal = WalPosition {
+            timeline,
+            lsn,
+            ..Default::default()
+        };
     }
     m
 }
@@ -364,6 +368,7 @@ fn wal_aware_a_voter_refuses_a_candidate_with_less_wal_on_its_timeline() {
             r.set_wal_position(WalPosition {
                 timeline: 1,
                 lsn: 1000,
+                ..Default::default()
             })
         });
         let request = with_wal(vote_request(1, 3, 1, pre_vote, (0, 0)), timeline, lsn);
@@ -390,6 +395,7 @@ fn wal_aware_off_judges_the_raft_log_alone() {
         r.set_wal_position(WalPosition {
             timeline: 1,
             lsn: 1000,
+            ..Default::default()
         })
     });
     let request = with_wal(vote_request(1, 3, 1, false, (0, 0)), 1, 1);
@@ -405,18 +411,21 @@ fn wal_aware_the_most_advanced_reachable_node_is_elected() {
         r.set_wal_position(WalPosition {
             timeline: 1,
             lsn: 10,
+            ..Default::default()
         })
     });
     c.with_node(2, |r, _| {
         r.set_wal_position(WalPosition {
             timeline: 1,
             lsn: 20,
+            ..Default::default()
         })
     });
     c.with_node(3, |r, _| {
         r.set_wal_position(WalPosition {
             timeline: 1,
             lsn: 20,
+            ..Default::default()
         })
     });
     c.crash(3);

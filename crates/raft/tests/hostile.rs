@@ -114,6 +114,7 @@ fn an_acknowledgement_far_ahead_does_not_move_the_commit_past_the_log() {
                 match_index: LogIndex(u64::MAX),
                 reject_hint: LogIndex(u64::MAX),
                 sent_at: Instant::ZERO,
+                can_lead: true,
             },
         };
         c.with_node(1, |r, now| r.step(ack, now)).unwrap();

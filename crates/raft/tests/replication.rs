@@ -14,11 +14,15 @@ fn entry(index: u64, term: u64) -> Entry {
 }
 
 #[test]
-fn s5_3_a_new_leader_appends_a_noop_and_commits_it_with_a_majority() {
+fn s5_3_a_new_leader_appends_an_entry_of_its_term_and_commits_it_with_a_majority() {
     let mut c = TestCluster::new(3);
     c.isolate(3);
     c.elect(1);
-    assert_eq!(c.node(1).log().entries()[0].data, EntryData::Noop);
+    // The very first leader's entry is the bootstrap configuration; later ones are no-ops.
+    assert!(matches!(
+        c.node(1).log().entries()[0].data,
+        EntryData::Membership(_)
+    ));
     assert_eq!(
         c.node(1).log().committed(),
         LogIndex(1),
@@ -136,6 +140,7 @@ fn s5_4_2_entries_of_earlier_terms_commit_only_under_a_current_term_entry() {
             match_index: LogIndex(match_index),
             reject_hint: LogIndex(match_index),
             sent_at: c.now,
+            can_lead: true,
         },
     };
     let ack2 = ack(2);

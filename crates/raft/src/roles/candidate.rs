@@ -49,11 +49,10 @@ pub(crate) fn step_candidate(r: &mut Raft, msg: Message) {
     }
 }
 
-/// Both candidates time out the same way: try again, with a fresh random timeout.
+/// Both candidates time out the same way as a follower: try again, with a fresh random timeout
+/// (or give up, when a new configuration made this node a non-voter meanwhile).
 pub(crate) fn tick(r: &mut Raft) {
-    if r.now >= r.election_deadline {
-        r.start_campaign(Cause::ElectionTimeout);
-    }
+    follower::tick(r);
 }
 
 /// Moves on once a majority has answered one way (§5.2).

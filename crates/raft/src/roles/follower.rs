@@ -2,22 +2,32 @@
 
 use crate::message::{Body, Message};
 use crate::raft::Raft;
-use crate::ready::Cause;
+use crate::ready::{Cause, Event, Role};
 
 pub(crate) fn step(r: &mut Raft, msg: Message) {
     match msg.body {
         Body::AppendEntries { .. } => handle_append(r, msg),
-        Body::TimeoutNow if r.leader_id == Some(msg.from) => {
+        Body::TimeoutNow if r.leader_id == Some(msg.from) && r.may_campaign() => {
             // The leader has given up its lease and asks us to take over (thesis §3.10).
             r.become_candidate(Cause::Transfer);
         }
+        Body::ChangeAnswer { outcome } => r.ready.events.push(Event::ChangeAnswered { outcome }),
         _ => {}
     }
 }
 
 pub(crate) fn tick(r: &mut Raft) {
-    if r.now >= r.election_deadline {
+    if r.now < r.election_deadline {
+        return;
+    }
+    if r.may_campaign() {
         r.start_campaign(Cause::ElectionTimeout);
+    } else if r.leader_id.is_some() || r.role() != Role::Follower {
+        // A learner, or a voter that must not lead, cannot campaign; it only stops naming a
+        // leader it no longer hears from.
+        r.become_follower(r.term, None, Cause::ElectionTimeout);
+    } else {
+        r.reset_election_timer();
     }
 }
 
@@ -41,7 +51,11 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
     r.reset_election_timer();
     let body = match r.log.try_append(prev_log_index, prev_log_term, &entries) {
         Ok((last_new, changed)) => {
+            let log_changed = !changed.is_empty();
             r.ready.push_entries(changed);
+            if log_changed {
+                r.refresh_membership();
+            }
             if r.log.commit_to(leader_commit.min(last_new)) {
                 r.collect_committed();
             }
@@ -50,6 +64,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
                 match_index: last_new,
                 reject_hint: last_new,
                 sent_at,
+                can_lead: r.config.can_lead,
             }
         }
         Err(mismatch) => Body::AppendResponse {
@@ -57,6 +72,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
             match_index: crate::types::LogIndex(0),
             reject_hint: mismatch.last_index,
             sent_at,
+            can_lead: r.config.can_lead,
         },
     };
     r.send(msg.from, r.term, body);

@@ -1,5 +1,6 @@
 //! The leader: heartbeats, replication, commit, CheckQuorum, the lease and handovers.
 
+use crate::membership::MemberRole;
 use crate::message::{Body, EntryData, Message};
 use crate::progress::{LeaderState, TransferPhase};
 use crate::quorum::quorum_value;
@@ -14,7 +15,18 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             match_index,
             reject_hint,
             sent_at,
-        } => handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at),
+            can_lead,
+        } => {
+            if let Some(p) = r
+                .leader
+                .as_mut()
+                .and_then(|l| l.progress.get_mut(&msg.from))
+            {
+                p.can_lead = can_lead;
+            }
+            handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at)
+        }
+        Body::ChangeRequest { change } => r.answer_change_request(msg.from, change),
         Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
             from: msg.from,
             target,
@@ -34,6 +46,7 @@ pub(crate) fn tick(r: &mut Raft) {
             return;
         }
         broadcast(r);
+        advance_membership(r);
     }
 }
 
@@ -66,7 +79,8 @@ pub(crate) fn append_and_replicate(r: &mut Raft, data: EntryData) -> LogIndex {
     let entry = r.log.append_new(r.term, data);
     let index = entry.index;
     r.ready.push_entries(vec![entry]);
-    let peers: Vec<NodeId> = r.config.peers().collect();
+    r.refresh_membership();
+    let peers = r.peers();
     for peer in peers {
         send_append(r, peer);
     }
@@ -133,14 +147,22 @@ fn handle_append_response(
     }
     r.refresh_lease();
     advance_transfer(r);
+    advance_membership(r);
 }
 
 /// §5.3, §5.4.2: commit the highest index a majority holds, but only by counting replicas of an
 /// entry of the current term.
 fn maybe_commit(r: &mut Raft) {
     let Some(state) = &r.leader else { return };
-    let mut matched: Vec<LogIndex> = state.progress.values().map(|p| p.matched).collect();
-    matched.push(r.log.last_index());
+    let mut matched: Vec<LogIndex> = state
+        .progress
+        .iter()
+        .filter(|(id, _)| r.membership.is_voter(**id))
+        .map(|(_, p)| p.matched)
+        .collect();
+    if r.membership.is_voter(r.config.id) {
+        matched.push(r.log.last_index());
+    }
     let Some(n) = quorum_value(&mut matched) else {
         return;
     };
@@ -158,10 +180,45 @@ fn quorum_active(r: &Raft) -> bool {
     }
     let heard = state
         .progress
-        .values()
-        .filter(|p| r.now < p.last_heard + window)
+        .iter()
+        .filter(|(id, p)| r.membership.is_voter(**id) && r.now < p.last_heard + window)
         .count();
     heard + 1 >= r.majority()
+}
+
+/// Moves a membership change along (see `membership`), once the last configuration is
+/// committed: promotes a joining member that has caught up, and drops a leaving member once it
+/// has seen that it is leaving (or has been silent for an election timeout: a dead server can
+/// be removed too). One step at a time.
+fn advance_membership(r: &mut Raft) {
+    let Some(state) = &r.leader else { return };
+    let committed = r.log.committed();
+    if state.transfer.is_some()
+        || r.membership_index > committed
+        || r.log.term_at(committed) != Some(r.term)
+    {
+        return;
+    }
+    let Some(member) = r.membership.in_transition().cloned() else {
+        return;
+    };
+    let Some(p) = state.progress.get(&member.id) else {
+        return;
+    };
+    let next = match member.role {
+        MemberRole::Joining if p.matched >= committed => {
+            r.membership
+                .with_role(member.id, &member.address, MemberRole::Voter)
+        }
+        MemberRole::Leaving
+            if p.matched >= r.membership_index
+                || r.now >= p.last_heard + r.config.election_timeout =>
+        {
+            r.membership.without(member.id)
+        }
+        _ => return,
+    };
+    append_and_replicate(r, EntryData::Membership(next));
 }
 
 /// Moves a handover along: once the target holds the whole log, give up the lease; TimeoutNow

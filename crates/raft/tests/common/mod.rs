@@ -56,6 +56,22 @@ impl TestCluster {
         c
     }
 
+    /// `voters` voters and `spares` servers started outside the cluster, as a server about to
+    /// be added is: listing the voters and itself.
+    pub fn with_spares(voters: u32, spares: u32) -> TestCluster {
+        let mut c = TestCluster::new(voters);
+        for i in voters + 1..=voters + spares {
+            c.disks.push(PersistedState::default());
+            c.nodes.push(None);
+            let mut members: Vec<NodeId> = (1..=voters).map(NodeId).collect();
+            members.push(NodeId(i));
+            let mut cfg = config(i, voters);
+            cfg.voters = members;
+            c.restart_with(i, cfg);
+        }
+        c
+    }
+
     pub fn node(&self, n: u32) -> &Raft {
         self.nodes[n as usize - 1].as_ref().expect("node is up")
     }
