@@ -290,7 +290,8 @@ fn a_leader_outside_our_configuration_is_followed_but_a_strangers_vote_request_i
         Err(pg_leader_raft::Dropped::UnknownSender)
     );
     // A server added while this node was cut off leads a later term: its entries are taken.
-    let heartbeat = |term: u64| Message {
+    let sent_at = c.now;
+    let heartbeat = move |term: u64| Message {
         from: NodeId(9),
         to: NodeId(1),
         term: Term(term),
@@ -299,7 +300,7 @@ fn a_leader_outside_our_configuration_is_followed_but_a_strangers_vote_request_i
             prev_log_term: Term(0),
             entries: vec![],
             leader_commit: pg_leader_raft::LogIndex(0),
-            sent_at: c.now,
+            sent_at,
             lease: pg_leader_raft::Duration::from_millis(ELECTION_MS),
         },
     };
