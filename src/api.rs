@@ -2,7 +2,7 @@
 
 use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
-use crate::shmem::{Published, PublishedRole, PUBLISHED};
+use crate::shmem::{member_role_name, Published, PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -100,6 +100,7 @@ fn pg_leader_status() -> TableIterator<
         name!(last_leader_contact_ms, Option<i64>),
         name!(commit_index, i64),
         name!(error, Option<String>),
+        name!(membership, String),
     ),
 > {
     let p = snapshot();
@@ -115,6 +116,7 @@ fn pg_leader_status() -> TableIterator<
         ms_since(p.last_leader_contact_us),
         p.commit_index as i64,
         p.error().map(str::to_string),
+        member_role_name(p.self_membership()).to_string(),
     );
     TableIterator::once(row)
 }
@@ -133,6 +135,7 @@ fn pg_leader_nodes() -> TableIterator<
         name!(packets_in, i64),
         name!(packets_out, i64),
         name!(packets_rejected, i64),
+        name!(membership, String),
     ),
 > {
     let p = snapshot();
@@ -150,6 +153,7 @@ fn pg_leader_nodes() -> TableIterator<
                 n.packets_in as i64,
                 n.packets_out as i64,
                 n.packets_rejected as i64,
+                member_role_name(n.membership()).to_string(),
             )
         })
         .collect();

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod cluster_config;
 pub mod history;
 pub mod http;
+pub mod membership_ops;
 pub mod notifier;
 pub mod operations;
 pub mod role_hook;

@@ -7,9 +7,13 @@ use crate::clock::monotonic_now;
 use crate::shmem::{PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
 
-fn fail(code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>) -> ! {
-    let mut report =
-        pgrx::pg_sys::panic::ErrorReport::new(code, message, "pg_leader_transfer_leadership");
+pub(crate) fn fail(
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
+    let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, message, "pg_leader");
     if let Some(d) = detail {
         report = report.set_detail(d);
     }
@@ -52,7 +56,7 @@ fn pg_leader_transfer_leadership(
         );
     }
     if let Some(t) = target {
-        if !p.nodes().iter().any(|n| n.id == t) {
+        if p.membership_of(t) != Some(pg_leader_raft::MemberRole::Voter) {
             fail(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("node {t} is not a voter of this cluster"),
@@ -117,6 +121,12 @@ fn pg_leader_transfer_leadership(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "this server stopped leading before the transfer could start".into(),
             None,
+            None,
+        ),
+        6 => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("node {chosen} cannot be leader"),
+            Some("It runs with pg_leader.can_be_leader = off.".into()),
             None,
         ),
         _ => fail(

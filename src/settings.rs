@@ -15,6 +15,7 @@ pub static ELECTION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static STATE_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ON_ROLE_CHANGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WAL_AWARE_ELECTION: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static CAN_BE_LEADER: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
@@ -34,9 +35,9 @@ pub fn define() {
     GucRegistry::define_string_guc(
         c"pg_leader.peers",
         c"Every voter of the cluster, this server included, as 'id=host:port, ...'.",
-        c"This server listens for the other servers on the address of its own entry.",
+        c"It sets the first configuration; afterwards the replicated one is used. Changed on every server and reloaded, the leader applies it one server at a time.",
         &PEERS,
-        GucContext::Postmaster,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -88,6 +89,14 @@ pub fn define() {
         c"Refuse votes to candidates with less WAL than this server on the same timeline.",
         c"Then the elected leader is the server whose promotion loses the least data.",
         &WAL_AWARE_ELECTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_leader.can_be_leader",
+        c"Whether this server may become the leader.",
+        c"Off for a witness or a server that must stay a standby: it still votes and counts for quorum.",
+        &CAN_BE_LEADER,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -220,6 +229,11 @@ impl NodeSettings {
             http_listen,
         })
     }
+}
+
+/// `pg_leader.peers` as currently loaded.
+pub fn peers_text() -> String {
+    text(&PEERS)
 }
 
 /// `pg_leader.on_role_change`; empty when not set.

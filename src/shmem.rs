@@ -1,6 +1,7 @@
 //! What the worker publishes for sessions: one block under one LWLock, written as a whole, so a
 //! reader always sees one consistent snapshot.
 
+use pg_leader_raft::MemberRole;
 use pgrx::{PGRXSharedMemory, PgLwLock};
 
 pub const MAX_NODES: usize = 16;
@@ -47,6 +48,8 @@ pub struct NodeSlot {
     pub packets_in: u64,
     pub packets_out: u64,
     pub packets_rejected: u64,
+    /// Its role in the configuration in effect (`encode_member_role`).
+    membership: u8,
 }
 
 #[derive(Clone, Copy)]
@@ -85,6 +88,51 @@ pub struct Published {
     pub transfer_answered: u64,
     pub transfer_outcome: i32,
     pub transfer_chosen: i32,
+    /// This server's own role in the configuration in effect; 0 when it is not a member.
+    self_membership: u8,
+    /// Index of the log entry the configuration in effect came from (0: `pg_leader.peers`).
+    pub membership_index: u64,
+    /// Membership change requests, like transfer requests: a session fills in the change and
+    /// bumps `change_asked`; the worker sets `change_answered` to it with `change_outcome`
+    /// (0: started or already made, else a `ChangeError::code`, or `CHANGE_TIMED_OUT`).
+    pub change_asked: u64,
+    pub change_remove: bool,
+    pub change_node: i32,
+    change_address: [u8; ADDRESS_LEN],
+    change_address_len: u16,
+    pub change_voter: bool,
+    /// CLOCK_MONOTONIC microseconds after which the worker stops trying: the session gave up.
+    pub change_deadline_us: u64,
+    pub change_answered: u64,
+    pub change_outcome: i32,
+}
+
+/// `change_outcome` when no leader took the change within the session's timeout.
+pub const CHANGE_TIMED_OUT: i32 = 100;
+
+fn encode_member_role(role: Option<MemberRole>) -> u8 {
+    match role {
+        None => 0,
+        Some(MemberRole::Voter) => 1,
+        Some(MemberRole::Learner) => 2,
+        Some(MemberRole::Joining) => 3,
+        Some(MemberRole::Leaving) => 4,
+    }
+}
+
+fn decode_member_role(code: u8) -> Option<MemberRole> {
+    match code {
+        1 => Some(MemberRole::Voter),
+        2 => Some(MemberRole::Learner),
+        3 => Some(MemberRole::Joining),
+        4 => Some(MemberRole::Leaving),
+        _ => None,
+    }
+}
+
+/// How sessions name a membership role; "none" for a server outside the configuration.
+pub fn member_role_name(role: Option<MemberRole>) -> &'static str {
+    role.map_or("none", MemberRole::as_str)
 }
 
 impl Default for Published {
@@ -144,6 +192,34 @@ impl Published {
     pub fn nodes(&self) -> &[NodeSlot] {
         &self.nodes[..(self.node_count as usize).min(MAX_NODES)]
     }
+
+    pub fn self_membership(&self) -> Option<MemberRole> {
+        decode_member_role(self.self_membership)
+    }
+
+    pub fn set_self_membership(&mut self, role: Option<MemberRole>) {
+        self.self_membership = encode_member_role(role);
+    }
+
+    /// The role of `id` in the configuration in effect, as this server knows it.
+    pub fn membership_of(&self, id: i32) -> Option<MemberRole> {
+        self.nodes()
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(NodeSlot::membership)
+    }
+
+    pub fn change_address(&self) -> &str {
+        std::str::from_utf8(&self.change_address[..self.change_address_len as usize]).unwrap_or("?")
+    }
+
+    pub fn set_change_address(&mut self, address: &str) {
+        copy_into(
+            &mut self.change_address,
+            &mut self.change_address_len,
+            address,
+        );
+    }
 }
 
 impl NodeSlot {
@@ -157,5 +233,13 @@ impl NodeSlot {
 
     pub fn address(&self) -> &str {
         std::str::from_utf8(&self.address[..self.address_len as usize]).unwrap_or("?")
+    }
+
+    pub fn membership(&self) -> Option<MemberRole> {
+        decode_member_role(self.membership)
+    }
+
+    pub fn set_membership(&mut self, role: Option<MemberRole>) {
+        self.membership = encode_member_role(role);
     }
 }

@@ -86,6 +86,21 @@ impl RaftLog {
         self.entries.iter().skip(start).take(max).cloned().collect()
     }
 
+    /// Up to `max` entries from `from` on, stopping before their size passes `max_bytes`
+    /// (`Entry::size_bound`); at least one entry when there is one.
+    pub fn slice_bounded(&self, from: LogIndex, max: usize, max_bytes: usize) -> Vec<Entry> {
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for e in self.slice_from(from, max) {
+            bytes += e.size_bound();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        out
+    }
+
     /// The follower side of AppendEntries (§5.3): check that the log holds `prev` with
     /// `prev_term`, drop any conflicting suffix, append what is new. Returns the index of the last
     /// entry the message covered and the entries that changed (to persist), or the mismatch.

@@ -47,6 +47,22 @@ pub struct Entry {
     pub data: EntryData,
 }
 
+impl Entry {
+    /// An upper bound of its encoded size in bytes, to keep messages within a datagram.
+    pub fn size_bound(&self) -> usize {
+        let data = match &self.data {
+            EntryData::Noop => 0,
+            EntryData::Command(bytes) => bytes.len(),
+            EntryData::Membership(m) => m
+                .members()
+                .iter()
+                .map(|member| member.address.len() + 16)
+                .sum(),
+        };
+        32 + data
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryData {
     /// Appended by every new leader so that it can commit entries of earlier terms (§5.4.2).

@@ -8,6 +8,9 @@ use crate::raft::Raft;
 use crate::ready::{Cause, Event};
 use crate::types::{Instant, LogIndex, NodeId};
 
+/// The entries of one AppendEntries take at most this many bytes, well inside a datagram.
+const MAX_ENTRY_BYTES: usize = 16 * 1024;
+
 pub(crate) fn step(r: &mut Raft, msg: Message) {
     match msg.body {
         Body::AppendResponse {
@@ -97,7 +100,10 @@ fn send_append(r: &mut Raft, peer: NodeId) {
         .log
         .term_at(prev)
         .expect("next index never passes the end of the log");
-    let entries = r.log.slice_from(p.next, r.config.max_entries_per_message);
+    // Configurations carry addresses: a batch of them must still fit in one datagram.
+    let entries = r
+        .log
+        .slice_bounded(p.next, r.config.max_entries_per_message, MAX_ENTRY_BYTES);
     let body = Body::AppendEntries {
         prev_log_index: prev,
         prev_log_term: prev_term,

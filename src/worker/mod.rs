@@ -2,6 +2,8 @@
 //! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
 //! -> publish -> send -> log.
 
+mod membership;
+
 use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
 use crate::cluster_config::SettingError;
@@ -13,8 +15,8 @@ use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use pg_leader_raft::{
-    Body, Cause, Config, Duration, Event, Message, NodeId, Raft, Ready, Role, SplitMix64, Status,
-    TransferError, WalPosition,
+    Body, Cause, Config, Dropped, Duration, Event, Membership, Message, NodeId, Raft, Ready, Role,
+    SplitMix64, Status, TransferError, WalPosition,
 };
 use pg_leader_storage::{Storage, StorageError};
 use pg_leader_wire::{Codec, Reject, ReplayWindow, MAX_DATAGRAM};
@@ -119,6 +121,13 @@ struct Node {
     forwarded_request: Option<Option<NodeId>>,
     /// Why the role last changed, published for notifications.
     last_cause: &'static str,
+    /// A membership change a session asked for, until it is answered.
+    change: Option<membership::ChangeInFlight>,
+    /// The last membership change request answered.
+    change_answered: u64,
+    /// The configuration `pg_leader.peers` asks for, after a reload changed it: the leader
+    /// moves the cluster there one server at a time.
+    peers_target: Option<Membership>,
 }
 
 #[pg_guard]
@@ -265,10 +274,16 @@ impl Node {
                 })?)
             }
         };
-        let config = Config::new(me, addresses.keys().copied().collect()).with_timing(
+        let mut config = Config::new(me, addresses.keys().copied().collect()).with_timing(
             Duration::from_millis(settings.heartbeat_ms as u64),
             Duration::from_millis(settings.election_timeout_ms as u64),
         );
+        config.addresses = settings
+            .peers
+            .iter()
+            .map(|p| (NodeId(p.id), p.address()))
+            .collect();
+        config.can_lead = crate::settings::CAN_BE_LEADER.get();
         let now = monotonic_now();
         let seed =
             now.as_micros() ^ (std::process::id() as u64) << 20 ^ (settings.node_id as u64) << 48;
@@ -314,10 +329,14 @@ impl Node {
             hook,
             forwarded_request: None,
             last_cause: Cause::Start.as_str(),
+            change: None,
+            change_answered: PUBLISHED.share().change_asked,
+            peers_target: None,
             // SAFETY: getppid cannot fail.
             parent_pid: unsafe { libc::getppid() },
         };
         node.process_ready();
+        node.compare_with_peers();
         Ok(node)
     }
 
@@ -334,6 +353,9 @@ impl Node {
             }
             let _ = BackgroundWorker::sigint_received();
             self.serve_transfer_request();
+            self.serve_change_request();
+            self.drive_change();
+            self.drive_peers_target();
             self.run_role_hook();
             // SAFETY: getppid cannot fail. A new parent means the postmaster is gone.
             if unsafe { libc::getppid() } != self.parent_pid {
@@ -386,9 +408,9 @@ impl Node {
     fn receive_all(&mut self, buf: &mut [u8]) {
         loop {
             match self.socket.recv_from(buf) {
-                Ok((len, _from)) => {
+                Ok((len, from)) => {
                     let datagram = buf[..len].to_vec();
-                    self.handle_datagram(&datagram);
+                    self.handle_datagram(&datagram, from);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -420,13 +442,18 @@ impl Node {
         // memory with the next publish, at the latest with the next heartbeat or timer tick.
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8]) {
+    fn handle_datagram(&mut self, datagram: &[u8], source: SocketAddr) {
         let claimed = pg_leader_wire::frame::claimed_sender(datagram);
         let (header, msg) = match self.codec.open(datagram) {
             Ok(opened) => opened,
             Err(reason) => return self.reject(claimed, reason),
         };
-        if header.sender == self.raft.id() || !self.addresses.contains_key(&header.sender) {
+        let known = self.addresses.contains_key(&header.sender);
+        // A sender outside our configuration may be a leader added while we were away (the
+        // core decides); the number of such senders we keep replay windows for is bounded.
+        if header.sender == self.raft.id()
+            || (!known && self.windows.len() >= 4 * crate::shmem::MAX_NODES)
+        {
             return self.reject(None, Reject::UnknownSender);
         }
         if !self
@@ -438,8 +465,19 @@ impl Node {
             return self.reject(Some(header.sender), Reject::Replay);
         }
         let now = monotonic_now();
-        if self.raft.step(msg, now).is_err() {
-            return self.reject(Some(header.sender), Reject::Malformed);
+        match self.raft.step(msg, now) {
+            Ok(()) => {}
+            Err(Dropped::UnknownSender) => {
+                if !known {
+                    self.windows.remove(&header.sender);
+                }
+                return self.reject(None, Reject::UnknownSender);
+            }
+            Err(_) => return self.reject(Some(header.sender), Reject::Malformed),
+        }
+        if !known {
+            // Answer it where it wrote from, until a configuration names its address.
+            self.addresses.insert(header.sender, source);
         }
         let stats = self.stats.entry(header.sender).or_default();
         stats.packets_in += 1;
@@ -454,6 +492,19 @@ impl Node {
             self.unpublish();
             // Nothing that depends on this state may leave: exit, and restart from the disk.
             pgrx::error!("pg_leader: could not make its state durable: {e}");
+        }
+        // Addresses first: messages to a server just added leave with this Ready.
+        if ready
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::MembershipChanged { .. }))
+        {
+            self.follow_membership();
+        }
+        for event in &ready.events {
+            if let Event::ChangeAnswered { outcome } = event {
+                self.leader_answered_change(*outcome);
+            }
         }
         if let Some(cause) = ready.events.iter().rev().find_map(|e| match e {
             Event::RoleChanged { cause, .. } => Some(*cause),
@@ -571,6 +622,31 @@ impl Node {
                         target.map_or("the most caught-up voter".into(), |t| format!("node {t}"));
                     pgrx::log!("pg_leader: node {from} passed on a switchover request to {to}");
                 }
+                Event::MembershipChanged { membership, index } => {
+                    let source = if index.0 == 0 {
+                        "from pg_leader.peers".to_string()
+                    } else {
+                        format!("replicated, log index {index}")
+                    };
+                    pgrx::log!("pg_leader: configuration in effect ({source}): {membership}");
+                }
+                Event::ChangeRequested {
+                    from,
+                    change,
+                    outcome,
+                } => {
+                    pgrx::log!(
+                        "pg_leader: node {from} passed on a membership change ({}): {}",
+                        membership::describe(change),
+                        membership::outcome_text(*outcome)
+                    );
+                }
+                Event::ChangeAnswered { outcome } => {
+                    pgrx::debug1!(
+                        "pg_leader: the leader answered a membership change: {}",
+                        membership::outcome_text(*outcome)
+                    );
+                }
             }
         }
     }
@@ -578,7 +654,15 @@ impl Node {
     fn publish(&self) {
         let status: Status = self.raft.status();
         let mut p = PUBLISHED.exclusive();
-        let before = (p.role(), p.term, p.leader_id);
+        // Sessions wait on changes of role, term and leader, and of the configuration (and its
+        // commit) for membership changes.
+        let before = (
+            p.role(),
+            p.term,
+            p.leader_id,
+            p.membership_index,
+            p.membership_index <= p.commit_index,
+        );
         p.generation += 1;
         p.node_id = status.id.0 as i32;
         p.set_role(published_role(status.role));
@@ -591,13 +675,18 @@ impl Node {
         p.set_error(None);
         // SAFETY: getpid cannot fail.
         p.worker_pid = unsafe { libc::getpid() };
-        p.node_count = self.settings.peers.len() as u32;
+        let (membership, membership_index) = self.raft.membership();
+        let members = membership.members();
+        p.node_count = members.len().min(crate::shmem::MAX_NODES) as u32;
+        p.membership_index = membership_index.0;
+        p.set_self_membership(membership.role_of(status.id));
         p.rejected_by_reason = self.rejected_by_reason;
         p.set_cause(self.last_cause);
-        for (slot, peer) in p.nodes.iter_mut().zip(&self.settings.peers) {
-            let id = NodeId(peer.id);
+        for (slot, member) in p.nodes.iter_mut().zip(members) {
+            let id = member.id;
             let stats = self.stats.get(&id).copied().unwrap_or_default();
-            *slot = NodeSlot::new(peer.id, &peer.address());
+            *slot = NodeSlot::new(id.0, &member.address);
+            slot.set_membership(Some(member.role));
             slot.last_contact_us = stats.last_contact_us;
             slot.packets_in = stats.packets_in;
             slot.packets_out = stats.packets_out;
@@ -608,7 +697,14 @@ impl Node {
                 self.raft.follower_progress(id).map_or(0, |(m, _)| m.0)
             };
         }
-        let changed = before != (p.role(), p.term, p.leader_id);
+        let changed = before
+            != (
+                p.role(),
+                p.term,
+                p.leader_id,
+                p.membership_index,
+                p.membership_index <= p.commit_index,
+            );
         drop(p);
         if changed {
             CHANGES.broadcast();
@@ -629,6 +725,19 @@ impl Node {
     fn reload(&mut self) {
         reload_config_file();
         self.hook.set_template(&crate::settings::on_role_change());
+        let peers_text = crate::settings::peers_text();
+        match crate::cluster_config::parse_peers(&peers_text) {
+            Ok(peers) if peers == self.settings.peers => {}
+            _ => self.reload_peers(&peers_text),
+        }
+        let can_lead = crate::settings::CAN_BE_LEADER.get();
+        if can_lead != self.raft.config().can_lead {
+            self.raft.set_can_lead(can_lead);
+            pgrx::log!(
+                "pg_leader: this server {} lead",
+                if can_lead { "may" } else { "will never" }
+            );
+        }
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
         if (heartbeat, election)
@@ -680,16 +789,6 @@ impl Node {
                 pgrx::log!("pg_leader: keeping the previous secret");
             }
         }
-    }
-
-    /// The voter with the most of the log, heard from most recently on a tie.
-    fn most_caught_up(&self) -> Option<NodeId> {
-        let me = self.raft.id();
-        self.addresses
-            .keys()
-            .copied()
-            .filter(|id| *id != me)
-            .max_by_key(|id| self.raft.follower_progress(*id))
     }
 
     /// A session's switchover request (`pg_leader_transfer_leadership()`): started here on the
@@ -744,7 +843,7 @@ impl Node {
     /// Starts a handover on this leader to `target` or the most caught-up voter; returns the
     /// outcome code sessions read (0: started) and the node chosen.
     fn start_transfer(&mut self, target: Option<NodeId>) -> (i32, Option<NodeId>) {
-        let chosen = target.or_else(|| self.most_caught_up());
+        let chosen = target.or_else(|| self.raft.best_transfer_target());
         let outcome = match chosen {
             Some(t) => self.raft.transfer_leadership(t, monotonic_now()),
             None => Err(TransferError::UnknownTarget(NodeId(0))),
@@ -755,6 +854,7 @@ impl Node {
             Err(TransferError::UnknownTarget(_)) => 2,
             Err(TransferError::TargetIsLeader) => 3,
             Err(TransferError::AlreadyInProgress(_)) => 4,
+            Err(TransferError::TargetCannotLead(_)) => 6,
         };
         if code == 0 {
             pgrx::log!(
@@ -770,7 +870,7 @@ impl Node {
     fn shut_down(&mut self) {
         if self.raft.role() == Role::Leader {
             let me = self.raft.id();
-            if let Some(target) = self.most_caught_up() {
+            if let Some(target) = self.raft.best_transfer_target() {
                 let now = monotonic_now();
                 if self.raft.transfer_leadership(target, now).is_ok() {
                     // The lease is given up and published first; TimeoutNow leaves at the tick.
@@ -822,16 +922,19 @@ fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, Peer
     let healthy_follower = status.role == Role::Follower
         && status.leader_id.is_some()
         && contact_ms.is_some_and(|ms| ms < settings.election_timeout_ms as u64);
-    let nodes: Vec<String> = settings
-        .peers
+    let nodes: Vec<String> = raft
+        .membership()
+        .0
+        .members()
         .iter()
-        .map(|peer| {
-            let id = NodeId(peer.id);
+        .map(|member| {
+            let id = member.id;
             let s = stats.get(&id).copied().unwrap_or_default();
             format!(
-                "{{\"node_id\":{},\"address\":{},\"is_self\":{},\"is_leader\":{},\"last_contact_ms\":{},\"packets_in\":{},\"packets_out\":{},\"packets_rejected\":{}}}",
-                peer.id,
-                json_text(&peer.address()),
+                "{{\"node_id\":{},\"address\":{},\"membership\":\"{}\",\"is_self\":{},\"is_leader\":{},\"last_contact_ms\":{},\"packets_in\":{},\"packets_out\":{},\"packets_rejected\":{}}}",
+                id.0,
+                json_text(&member.address),
+                member.role,
                 id == status.id,
                 status.leader_id == Some(id),
                 json_opt(ms_ago(s.last_contact_us)),
