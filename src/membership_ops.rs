@@ -47,6 +47,15 @@ fn pg_leader_add_node(
             None,
         );
     }
+    // Refused here when this server already knows; otherwise the leader decides.
+    if let Some(role) = read_snapshot(|p| p.membership_of(id)) {
+        fail(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("node {id} is already a member of the cluster"),
+            Some(format!("It is a {role}.")),
+            Some("See pg_leader_nodes().".into()),
+        );
+    }
     let deadline = ask(id, false, &address, voter, timeout_ms);
     let wanted = if voter {
         MemberRole::Voter
@@ -70,6 +79,14 @@ fn pg_leader_add_node(
 #[pg_extern(volatile)]
 fn pg_leader_remove_node(id: i32, timeout_ms: default!(i32, 10000)) -> String {
     check_arguments(id, timeout_ms);
+    if read_snapshot(|p| p.membership_of(id)).is_none() {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("node {id} is not a member of the cluster"),
+            None,
+            Some("See pg_leader_nodes().".into()),
+        );
+    }
     let deadline = ask(id, true, "", false, timeout_ms);
     match wait_for_role(id, None, deadline) {
         None => "removed".to_string(),

@@ -1,5 +1,7 @@
 //! The cluster's layout on disk and the life of its servers: node 1 is a primary made with
-//! initdb, the others streaming standbys made with pg_basebackup, all running pg_leader.
+//! initdb, the others streaming standbys made with pg_basebackup, all running pg_leader. With a
+//! witness, the last node is instead a minimal server of its own (initdb, no data of the
+//! cluster's) that only runs pg_leader to vote, with `pg_leader.can_be_leader = off`.
 
 use crate::run::{as_postgres, check, is_root, Result};
 use std::fs;
@@ -16,7 +18,17 @@ pub struct Cluster {
     pub nodes: u32,
     pub base_pg_port: u16,
     pub base_raft_port: u16,
+    /// The last node is a witness.
+    pub witness: bool,
 }
+
+/// What a witness needs beyond the shared settings: it never leads, and serves next to nothing.
+const WITNESS_SETTINGS: [&str; 4] = [
+    "pg_leader.can_be_leader = off",
+    "shared_buffers = 8MB",
+    "max_connections = 10",
+    "max_wal_senders = 0",
+];
 
 impl Cluster {
     /// pg_leader's UDP ports sit below 32768, outside Linux's ephemeral range, so that no
@@ -27,7 +39,18 @@ impl Cluster {
             nodes,
             base_pg_port,
             base_raft_port,
+            witness: false,
         }
+    }
+
+    /// The same cluster whose last node is a witness.
+    pub fn with_witness(mut self, witness: bool) -> Cluster {
+        self.witness = witness;
+        self
+    }
+
+    pub fn is_witness(&self, node: u32) -> bool {
+        self.witness && node == self.nodes
     }
 
     /// The cluster that `up` left in `dir`.
@@ -51,13 +74,17 @@ impl Cluster {
             value("nodes")?,
             value("base_pg_port")? as u16,
             value("base_raft_port")? as u16,
-        ))
+        )
+        .with_witness(value("witness").unwrap_or(0) == 1))
     }
 
     fn save(&self) -> Result<()> {
         let text = format!(
-            "nodes={}\nbase_pg_port={}\nbase_raft_port={}\n",
-            self.nodes, self.base_pg_port, self.base_raft_port
+            "nodes={}\nbase_pg_port={}\nbase_raft_port={}\nwitness={}\n",
+            self.nodes,
+            self.base_pg_port,
+            self.base_raft_port,
+            u8::from(self.witness)
         );
         fs::write(self.dir.join(LAYOUT_FILE), text)
             .map_err(|e| format!("could not write the layout: {e}"))
@@ -124,21 +151,14 @@ impl Cluster {
         }
         self.write_secret()?;
         self.save()?;
-        let mut initdb = as_postgres(&format!("{PGBIN}/initdb"));
-        initdb.args([
-            "-D",
-            &self.data_dir(1).to_string_lossy(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ]);
-        check(&mut initdb, "initdb")?;
-        self.configure(1, extra)?;
-        self.start(1)?;
-        crate::sql::query(self, 1, "CREATE EXTENSION IF NOT EXISTS pg_leader")?;
+        self.create_own_system(1, extra)?;
         for node in 2..=self.nodes {
+            if self.is_witness(node) {
+                let mut settings: Vec<String> = extra.to_vec();
+                settings.extend(WITNESS_SETTINGS.iter().map(|s| s.to_string()));
+                self.create_own_system(node, &settings)?;
+                continue;
+            }
             let mut backup = as_postgres(&format!("{PGBIN}/pg_basebackup"));
             backup.args([
                 "-h",
@@ -166,6 +186,24 @@ impl Cluster {
             self.start(node)?;
         }
         Ok(())
+    }
+
+    /// A server with a database system of its own (initdb): the primary, or a witness.
+    fn create_own_system(&self, node: u32, settings: &[String]) -> Result<()> {
+        let mut initdb = as_postgres(&format!("{PGBIN}/initdb"));
+        initdb.args([
+            "-D",
+            &self.data_dir(node).to_string_lossy(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        check(&mut initdb, "initdb")?;
+        self.configure(node, settings)?;
+        self.start(node)?;
+        crate::sql::query(self, node, "CREATE EXTENSION IF NOT EXISTS pg_leader").map(|_| ())
     }
 
     fn write_secret(&self) -> Result<()> {

@@ -18,10 +18,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE] [--raft-port BASE]
+  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness]
                                  create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
-                                 PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500)
+                                 PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
+                                 --witness: node N is a witness instead, a minimal server of its
+                                 own that votes and never leads (pg_leader.can_be_leader = off)
   status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
   kill NODE|leader               SIGKILL the node's postmaster
   stop NODE [--mode fast|immediate]  /  start NODE
@@ -59,6 +61,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return false;
+    };
+    args.remove(i);
+    true
 }
 
 fn take_option(args: &mut Vec<String>, name: &str) -> Option<String> {
@@ -111,10 +121,17 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
         "up" => {
             let nodes: u32 = number_option(args, "--nodes", 3)?;
             let port: u16 = number_option(args, "--port", 55500)?;
+            let witness = take_flag(args, "--witness");
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }
-            let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?);
+            if witness && nodes < 3 {
+                return Err(
+                    "--witness needs at least 3 nodes: two that can lead and the witness".into(),
+                );
+            }
+            let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?)
+                .with_witness(witness);
             c.create(&[])?;
             let all: Vec<u32> = c.ids().collect();
             let (leader, term, _) = observe::wait_for_leader(&c, &all, Duration::from_secs(30))?;

@@ -74,7 +74,13 @@ pub fn print_status(c: &Cluster) {
             Ok(v) => println!(
                 "{:>4}  {:<8}  {:<13}  {:>5}  {:>6}  {:>9}  {:>12}  {address}",
                 node,
-                if v.in_recovery { "standby" } else { "primary" },
+                if c.is_witness(node) {
+                    "witness"
+                } else if v.in_recovery {
+                    "standby"
+                } else {
+                    "primary"
+                },
                 if v.is_leader {
                     format!("{} *", v.role)
                 } else {
