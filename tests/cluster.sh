@@ -138,6 +138,27 @@ replicated() { [ "$(sql "$other" 'SELECT answer FROM failover_probe')" = 42 ]; }
 check "the other standby follows the new primary" wait_for 30 "replication from node $leader" replicated
 check "a second run changes nothing" test -z "$(failover --dry-run "$(conn 2)" "$(conn 3)" | grep '^would: ')"
 
+echo "# a witness: two servers that can lead, and a minimal one that only votes"
+up --witness
+check "one of the two data servers leads" wait_for 15 "one leader" one_agreed_leader 1 2 3
+witness_listed() { cluster status | grep -Eq '^ +3  witness '; }
+check "status shows node 3 as the witness" witness_listed
+check "the witness runs with pg_leader.can_be_leader = off" test "$(sql 3 'SHOW pg_leader.can_be_leader')" = off
+check "the witness is a database system of its own" \
+  test "$(sql 3 'SELECT system_identifier FROM pg_control_system()')" != "$(sql 1 'SELECT system_identifier FROM pg_control_system()')"
+witness_never_led=1
+for round in 1 2 3; do
+  leader=$(leaders_among 1 2); other=$(others "$leader" 1 2)
+  cluster kill "$leader" >/dev/null
+  # Only the other data server can win: the witness's vote makes its majority.
+  wait_for 15 "node $other to lead" one_agreed_leader "$other" 3 || witness_never_led=0
+  is_leader "$other" || witness_never_led=0
+  cluster start "$leader" >/dev/null
+  wait_for 15 "agreement" one_agreed_leader 1 2 3 || witness_never_led=0
+done
+check "three SIGKILLs of the leader: the other data server took over each time, the witness never led" test "$witness_never_led" = 1
+check "histories hold" histories_hold
+
 echo
 echo "cluster: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
