@@ -56,6 +56,17 @@ fn pg_leader_add_node(
             Some("See pg_leader_nodes().".into()),
         );
     }
+    if read_snapshot(|p| p.nodes().len()) >= crate::shmem::MAX_NODES {
+        fail(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "the cluster already has {} members, the most pg_leader supports",
+                crate::shmem::MAX_NODES
+            ),
+            None,
+            None,
+        );
+    }
     let deadline = ask(id, false, &address, voter, timeout_ms);
     let wanted = if voter {
         MemberRole::Voter
