@@ -56,6 +56,9 @@ pub struct LeaderState {
     /// Send time of the last heartbeat round: the leader's own acknowledgement.
     pub last_broadcast: Instant,
     pub transfer: Option<Transfer>,
+    /// When the commit index last moved: a follower that acknowledged a message sent after it
+    /// knows that commit index.
+    pub commit_advanced_at: Instant,
 }
 
 impl LeaderState {
@@ -70,6 +73,7 @@ impl LeaderState {
             since: now,
             last_broadcast: now,
             transfer: None,
+            commit_advanced_at: now,
         }
     }
 

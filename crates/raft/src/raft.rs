@@ -33,6 +33,8 @@ pub struct Raft {
     pub(crate) membership: Membership,
     /// Index of the entry `membership` came from; 0 for the bootstrap configuration.
     pub(crate) membership_index: LogIndex,
+    /// Whether this node was a voter in the configuration before `membership`.
+    voter_before_latest: bool,
     rng: Box<dyn RandomSource>,
     /// The latest moment the node has been told about; never moves back.
     pub(crate) now: Instant,
@@ -143,6 +145,7 @@ impl Raft {
             log: RaftLog::restore(persisted.entries),
             membership: Membership::default(),
             membership_index: LogIndex(0),
+            voter_before_latest: false,
             rng,
             now,
             election_deadline: now,
@@ -458,15 +461,24 @@ impl Raft {
         if msg.from == self.config.id {
             return Err(Dropped::UnknownSender);
         }
-        // A server outside our configuration is heard only as a leader we may not know of yet:
-        // our log may lack the entry that added it (thesis §4.1: servers take AppendEntries
-        // without consulting their configuration). A term of its own or a later one is needed;
-        // anything else from it (votes above all: a removed server must not disrupt) is dropped.
+        // A server outside our configuration may be one added while we were away: our log lacks
+        // the entry (thesis §4.1: servers answer without consulting their configuration). It is
+        // heard as a leader of its term or a later one, and as a candidate once our log holds a
+        // configuration (a lagging voter must still vote, or the servers that have the new
+        // configuration may lack a majority). The usual rules then decide: a removed server's
+        // log lacks its removal, so it gets no vote, and leader stickiness keeps it from
+        // disrupting. Before any configuration is replicated, a stranger is not heard at all:
+        // servers bootstrapped with other peer lists must not elect each other.
         if !self.membership.contains(msg.from) {
-            let new_leader = matches!(msg.body, Body::AppendEntries { .. })
-                && (msg.term > self.term
-                    || (msg.term == self.term && self.leader_id.is_none_or(|l| l == msg.from)));
-            if !new_leader {
+            let heard = match msg.body {
+                Body::AppendEntries { .. } => {
+                    msg.term > self.term
+                        || (msg.term == self.term && self.leader_id.is_none_or(|l| l == msg.from))
+                }
+                Body::RequestVote { .. } => self.membership_index > LogIndex(0),
+                _ => false,
+            };
+            if !heard {
                 return Err(Dropped::UnknownSender);
             }
         }
@@ -771,24 +783,35 @@ impl Raft {
             .collect()
     }
 
-    /// Only a voter that is allowed to lead starts elections or takes a handover.
+    /// Only a voter that is allowed to lead starts elections or takes a handover. A server that
+    /// its latest configuration demotes still campaigns until that configuration is committed
+    /// (thesis §4.1): it may hold the newest log, which the others need until then.
     pub(crate) fn may_campaign(&self) -> bool {
-        self.config.can_lead && self.membership.is_voter(self.config.id)
+        let demoted_pending =
+            self.voter_before_latest && self.membership_index > self.log.committed();
+        self.config.can_lead && (self.membership.is_voter(self.config.id) || demoted_pending)
     }
 
     /// Takes the last configuration in the log (the bootstrap one when there is none), and
     /// tells the host when it changed. Called whenever the log changed.
     pub(crate) fn refresh_membership(&mut self) {
-        let (membership, index) = self
+        let mut configurations = self
             .log
             .entries()
             .iter()
             .rev()
-            .find_map(|e| match &e.data {
-                EntryData::Membership(m) => Some((m.clone(), e.index)),
+            .filter_map(|e| match &e.data {
+                EntryData::Membership(m) => Some((m, e.index)),
                 _ => None,
-            })
-            .unwrap_or_else(|| (self.config.bootstrap_membership(), LogIndex(0)));
+            });
+        let latest = configurations.next().map(|(m, i)| (m.clone(), i));
+        let before = configurations
+            .next()
+            .map(|(m, _)| m.is_voter(self.config.id));
+        let bootstrap_voter = self.config.voters.contains(&self.config.id);
+        let (membership, index) =
+            latest.unwrap_or_else(|| (self.config.bootstrap_membership(), LogIndex(0)));
+        self.voter_before_latest = before.unwrap_or(bootstrap_voter);
         if (&membership, index) == (&self.membership, self.membership_index) {
             return;
         }

@@ -271,22 +271,23 @@ fn an_uncommitted_change_dies_with_its_leader_and_is_reverted() {
 }
 
 #[test]
-fn a_leader_outside_our_configuration_is_followed_but_a_strangers_vote_request_is_dropped() {
+fn a_server_outside_our_configuration_is_heard_as_a_leader_or_once_configured_as_a_candidate() {
     let mut c = TestCluster::new(3);
     let stranger_vote = Message {
         from: NodeId(9),
         to: NodeId(1),
         term: Term(5),
         body: Body::RequestVote {
-            pre_vote: false,
+            pre_vote: true,
             last_log_index: pg_leader_raft::LogIndex(0),
             last_log_term: Term(0),
             transfer: false,
             wal: Default::default(),
         },
     };
+    // Before any configuration is replicated, strangers are not heard.
     assert_eq!(
-        c.with_node(1, |r, now| r.step(stranger_vote, now)),
+        c.with_node(1, |r, now| r.step(stranger_vote.clone(), now)),
         Err(pg_leader_raft::Dropped::UnknownSender)
     );
     // A server added while this node was cut off leads a later term: its entries are taken.
@@ -308,4 +309,37 @@ fn a_leader_outside_our_configuration_is_followed_but_a_strangers_vote_request_i
     assert_eq!(c.node(1).leader_id(), Some(NodeId(9)));
     c.with_node(1, |r, now| r.step(heartbeat(2), now)).unwrap();
     assert_eq!(c.node(1).term(), Term(2));
+}
+
+#[test]
+fn a_voter_that_missed_a_configuration_still_votes_for_the_new_voter() {
+    // Node 3 misses the entries that add node 4; then the leader dies. Nodes 2 and 4 hold the
+    // new configuration (4 voters: 3 needed), so node 3's vote is needed by whoever wins.
+    // Node 2 is behind node 4 in WAL, so node 4 refuses it: only node 4 can win, with node 3.
+    let mut c = settled(3, 1);
+    for (n, lsn) in [(2, 1), (3, 0), (4, 5)] {
+        c.with_node(n, |r, _| {
+            r.set_wal_position(pg_leader_raft::WalPosition {
+                timeline: 1,
+                lsn,
+                ..Default::default()
+            })
+        });
+    }
+    c.isolate(3);
+    c.with_node(1, |r, now| r.propose_change(&add(4, true), now))
+        .unwrap();
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(role_of(&c, 2, 4), Some(MemberRole::Voter));
+    assert_eq!(role_of(&c, 3, 4), None);
+    c.crash(1);
+    c.heal();
+    c.isolate(1);
+    c.advance_ms(6 * ELECTION_MS);
+    assert_eq!(c.node(2).leader_id(), Some(NodeId(4)));
+    assert_eq!(
+        role_of(&c, 3, 4),
+        Some(MemberRole::Voter),
+        "node 3 caught up"
+    );
 }

@@ -57,8 +57,18 @@ pub(crate) fn tick(r: &mut Raft) {
 
 /// Moves on once a majority has answered one way (§5.2).
 pub(crate) fn count_votes(r: &mut Raft) {
-    let granted = r.votes.values().filter(|g| **g).count();
-    let refused = r.votes.len() - granted;
+    // Only the voters of the configuration count: a candidate that it demotes (still
+    // campaigning until that is committed) does not count itself.
+    let (mut granted, mut refused) = (0, 0);
+    for (id, grant) in &r.votes {
+        if r.membership.is_voter(*id) {
+            if *grant {
+                granted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
     let majority = r.majority();
     let pre_vote = r.role() == crate::ready::Role::PreCandidate;
     if granted >= majority {

@@ -174,6 +174,10 @@ fn maybe_commit(r: &mut Raft) {
     };
     if n > r.log.committed() && r.log.term_at(n) == Some(r.term) && r.log.commit_to(n) {
         r.collect_committed();
+        let now = r.now;
+        if let Some(l) = r.leader.as_mut() {
+            l.commit_advanced_at = now;
+        }
     }
 }
 
@@ -194,8 +198,8 @@ fn quorum_active(r: &Raft) -> bool {
 
 /// Moves a membership change along (see `membership`), once the last configuration is
 /// committed: promotes a joining member that has caught up, and drops a leaving member once it
-/// has seen that it is leaving (or has been silent for an election timeout: a dead server can
-/// be removed too). One step at a time.
+/// knows it is leaving and that this is committed (or has been silent for an election timeout:
+/// a dead server can be removed too). One step at a time.
 fn advance_membership(r: &mut Raft) {
     let Some(state) = &r.leader else { return };
     let committed = r.log.committed();
@@ -208,6 +212,13 @@ fn advance_membership(r: &mut Raft) {
     let Some(member) = r.membership.in_transition().cloned() else {
         return;
     };
+    if member.id == r.config.id {
+        // Elected while its demotion was pending: the configuration is committed now, so hand
+        // over to a voter, which then drops this node.
+        let now = r.now;
+        let _ = r.hand_over(now);
+        return;
+    }
     let Some(p) = state.progress.get(&member.id) else {
         return;
     };
@@ -216,8 +227,11 @@ fn advance_membership(r: &mut Raft) {
             r.membership
                 .with_role(member.id, &member.address, MemberRole::Voter)
         }
+        // It must know its demotion is committed, or it would go on campaigning (§4.1).
         MemberRole::Leaving
-            if p.matched >= r.membership_index
+            if (p.matched >= r.membership_index
+                && p.acked_sent_at
+                    .is_some_and(|t| t > state.commit_advanced_at))
                 || r.now >= p.last_heard + r.config.election_timeout =>
         {
             r.membership.without(member.id)
