@@ -73,11 +73,11 @@ fn pg_leader_transfer_leadership(
             );
         }
     }
-    let (asked, worker) = {
+    let (asked, worker, refusals) = {
         let mut w = PUBLISHED.exclusive();
         w.transfer_asked += 1;
         w.transfer_target = target.unwrap_or(0);
-        (w.transfer_asked, w.worker_pid)
+        (w.transfer_asked, w.worker_pid, w.transfer_refusals)
     };
     // SAFETY: kill(2) on the worker's pid; SIGINT wakes its loop, which reads the request.
     unsafe { libc::kill(worker, libc::SIGINT) };
@@ -103,38 +103,16 @@ fn pg_leader_transfer_leadership(
     match outcome {
         0 => {}
         crate::worker::TRANSFER_FORWARDED => {
-            return wait_for_forwarded(p.leader_id, p.term, target, remaining(), timeout_ms)
+            return wait_for_forwarded(
+                p.leader_id,
+                p.term,
+                target,
+                refusals,
+                remaining(),
+                timeout_ms,
+            )
         }
-        3 => fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "the target already leads".into(),
-            None,
-            None,
-        ),
-        4 => fail(
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            "a leadership transfer is already in progress".into(),
-            None,
-            Some("Wait for it to finish.".into()),
-        ),
-        1 => fail(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "this server stopped leading before the transfer could start".into(),
-            None,
-            None,
-        ),
-        6 => fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("node {chosen} cannot be leader"),
-            Some("It runs with pg_leader.can_be_leader = off.".into()),
-            None,
-        ),
-        _ => fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "no voter to hand leadership to".into(),
-            None,
-            None,
-        ),
+        code => refused(code, chosen),
     }
     let mut now = (0, 0);
     let handed_over = CHANGES.wait_until(remaining(), || {
@@ -179,6 +157,42 @@ GRANT EXECUTE ON FUNCTION pg_leader_transfer_leadership(integer, integer) TO pgl
     requires = [pg_leader_transfer_leadership]
 );
 
+/// Why the leader did not start a switchover, as an error (`chosen`: the target, 0 for none).
+fn refused(outcome: i32, chosen: i32) -> ! {
+    match outcome {
+        3 => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "the target already leads".into(),
+            None,
+            None,
+        ),
+        4 => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            "a leadership transfer is already in progress".into(),
+            None,
+            Some("Wait for it to finish.".into()),
+        ),
+        1 => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the leader stopped leading before the transfer could start".into(),
+            None,
+            None,
+        ),
+        6 => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("node {chosen} cannot be leader"),
+            Some("It runs with pg_leader.can_be_leader = off.".into()),
+            None,
+        ),
+        _ => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "no voter to hand leadership to".into(),
+            None,
+            None,
+        ),
+    }
+}
+
 /// After a request was passed on to the leader (`old_leader`, in `old_term`): waits up to
 /// `remaining_ms` until another node leads a later term (the target, when one was named) and
 /// returns it.
@@ -186,11 +200,19 @@ fn wait_for_forwarded(
     old_leader: i32,
     old_term: u64,
     target: Option<i32>,
+    refusals_before: u64,
     remaining_ms: u64,
     timeout_ms: i32,
 ) -> i32 {
     let mut now = (0, 0);
+    let mut refusal = None;
     let moved_on = CHANGES.wait_until(remaining_ms, || {
+        refusal = read_snapshot(|p| {
+            (p.transfer_refusals > refusals_before).then_some(p.transfer_refusal_outcome)
+        });
+        if refusal.is_some() {
+            return true;
+        }
         let (leader, term, me, leading) = read_snapshot(|p| {
             (
                 p.leader_id,
@@ -206,6 +228,9 @@ fn wait_for_forwarded(
         let settled = leader != me || leading;
         moved && as_asked && settled
     });
+    if let Some(code) = refusal {
+        refused(code, target.unwrap_or(0));
+    }
     if !moved_on {
         fail(
             PgSqlErrorCode::ERRCODE_QUERY_CANCELED,

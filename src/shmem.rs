@@ -88,6 +88,9 @@ pub struct Published {
     pub transfer_answered: u64,
     pub transfer_outcome: i32,
     pub transfer_chosen: i32,
+    /// Switchovers passed on to the leader that it refused, and the last refusal's code.
+    pub transfer_refusals: u64,
+    pub transfer_refusal_outcome: i32,
     /// This server's own role in the configuration in effect; 0 when it is not a member.
     self_membership: u8,
     /// Index of the log entry the configuration in effect came from (0: `pg_leader.peers`).

@@ -170,6 +170,13 @@ L=$(leaders_among 1 2 3 4); L=${L% }
 err=$(sql_error "$L" "SELECT pg_leader_transfer_leadership(4)")
 echo "switchover to node 4 on leader $L: $err"
 check "a switchover to it is refused" test "$err" = "node 4 cannot be leader"
+F=$(follower_among 1 2 3)
+start_ms=$(date +%s%3N)
+err=$(sql_error "$F" "SELECT pg_leader_transfer_leadership(4)")
+took=$(( $(date +%s%3N) - start_ms ))
+echo "switchover to node 4 asked on follower $F: $err (after $took ms)"
+check "asked on a follower, the leader's refusal comes back as the same error" test "$err" = "node 4 cannot be leader"
+check "at once, not at the timeout" test "$took" -lt 5000
 never_led=1
 for round in 1 2 3; do
   L=$(leaders_among 1 2 3 4); L=${L% }

@@ -118,7 +118,7 @@ struct Node {
     hook: RoleHook,
     /// A switchover a follower passed on to us (to this target, or to the most caught-up voter
     /// when None), to start once the current Ready is handled.
-    forwarded_request: Option<Option<NodeId>>,
+    forwarded_request: Option<(NodeId, Option<NodeId>)>,
     /// Why the role last changed, published for notifications.
     last_cause: &'static str,
     /// A membership change a session asked for, until it is answered.
@@ -517,10 +517,21 @@ impl Node {
         self.send(&ready);
         self.log_events(&ready);
         if let Some(request) = ready.events.iter().rev().find_map(|e| match e {
-            Event::TransferRequested { target, .. } => Some(*target),
+            Event::TransferRequested { from, target } => Some((*from, *target)),
             _ => None,
         }) {
             self.forwarded_request = Some(request);
+        }
+        if let Some(outcome) = ready.events.iter().rev().find_map(|e| match e {
+            Event::TransferRefused { outcome } => Some(*outcome),
+            _ => None,
+        }) {
+            // The session that passed the switchover on waits for this, or for the handover.
+            let mut p = PUBLISHED.exclusive();
+            p.transfer_refusals += 1;
+            p.transfer_refusal_outcome = outcome as i32;
+            drop(p);
+            CHANGES.broadcast();
         }
         let status = self.raft.status();
         match (status.role, status.leader_id) {
@@ -646,6 +657,9 @@ impl Node {
                         "pg_leader: the leader answered a membership change: {}",
                         membership::outcome_text(*outcome)
                     );
+                }
+                Event::TransferRefused { outcome } => {
+                    pgrx::log!("pg_leader: the leader refused a switchover passed on to it (code {outcome})");
                 }
             }
         }
@@ -834,8 +848,19 @@ impl Node {
 
     /// A switchover a follower passed on.
     fn serve_forwarded_request(&mut self) {
-        if let Some(target) = self.forwarded_request.take() {
-            self.start_transfer(target);
+        if let Some((from, target)) = self.forwarded_request.take() {
+            let (code, _) = self.start_transfer(target);
+            if code != 0 {
+                let answer = Message {
+                    from: self.raft.id(),
+                    to: from,
+                    term: self.raft.term(),
+                    body: Body::TransferRefused {
+                        outcome: code as u8,
+                    },
+                };
+                self.send_message(&answer);
+            }
             self.process_ready();
         }
     }

@@ -130,6 +130,11 @@ pub enum Body {
     TransferRequest {
         target: Option<NodeId>,
     },
+    /// The leader's answer to a `TransferRequest` it could not start: a `TransferError` code
+    /// of the host's (a started one is answered by the handover itself).
+    TransferRefused {
+        outcome: u8,
+    },
     /// A follower passes on an operator's membership change; the leader answers with
     /// `ChangeAnswer`.
     ChangeRequest {
@@ -154,6 +159,7 @@ impl Message {
             Body::AppendResponse { .. } => "AppendResponse",
             Body::TimeoutNow => "TimeoutNow",
             Body::TransferRequest { .. } => "TransferRequest",
+            Body::TransferRefused { .. } => "TransferRefused",
             Body::ChangeRequest { .. } => "ChangeRequest",
             Body::ChangeAnswer { .. } => "ChangeAnswer",
         }

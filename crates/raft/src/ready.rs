@@ -144,6 +144,8 @@ pub enum Event {
     },
     /// On a follower: the leader's answer to a change it passed on.
     ChangeAnswered { outcome: u8 },
+    /// On a follower: the leader could not start a switchover it passed on.
+    TransferRefused { outcome: u8 },
 }
 
 #[derive(Clone, Debug, Default)]

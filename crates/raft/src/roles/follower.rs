@@ -12,6 +12,9 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             r.become_candidate(Cause::Transfer);
         }
         Body::ChangeAnswer { outcome } => r.ready.events.push(Event::ChangeAnswered { outcome }),
+        Body::TransferRefused { outcome } => {
+            r.ready.events.push(Event::TransferRefused { outcome })
+        }
         _ => {}
     }
 }
