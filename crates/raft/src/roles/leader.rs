@@ -172,11 +172,18 @@ fn maybe_commit(r: &mut Raft) {
     let Some(n) = quorum_value(&mut matched) else {
         return;
     };
-    if n > r.log.committed() && r.log.term_at(n) == Some(r.term) && r.log.commit_to(n) {
+    let before = r.log.committed();
+    if n > before && r.log.term_at(n) == Some(r.term) && r.log.commit_to(n) {
         r.collect_committed();
         let now = r.now;
         if let Some(l) = r.leader.as_mut() {
             l.commit_advanced_at = now;
+        }
+        // A configuration just committed: tell everyone now rather than at the next heartbeat,
+        // so that its next step (a promotion, a departure) and the operator's call that waits
+        // for it need not wait a heartbeat interval each.
+        if before < r.membership_index && r.membership_index <= n {
+            broadcast(r);
         }
     }
 }
