@@ -39,7 +39,10 @@ check() {
   if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); return 1; fi
 }
 histories_hold() { cluster check; }
-up() { cluster down >/dev/null 2>&1; cluster up --port $PORT --raft-port 7600 "$@" >/dev/null; }
+up() {
+  cluster down >/dev/null 2>&1 || cluster down
+  cluster up --port $PORT --raft-port 7600 "$@" >/dev/null
+}
 
 echo "# 1. start"
 up

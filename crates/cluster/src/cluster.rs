@@ -332,12 +332,24 @@ impl Cluster {
         for node in self.ids() {
             if let Some(pid) = self.postmaster_pid(node) {
                 if self.stop(node, "immediate").is_err() {
-                    signal(pid, "KILL")?;
+                    // It may have exited meanwhile: then there is nothing left to kill.
+                    let _ = signal(pid, "KILL");
                 }
             }
         }
-        fs::remove_dir_all(&self.dir)
-            .map_err(|e| format!("could not remove \"{}\": {e}", self.dir.display()))
+        // Children of a postmaster killed earlier may still be writing as they exit: a
+        // removal that races with them is tried again, for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match fs::remove_dir_all(&self.dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("could not remove \"{}\": {e}", self.dir.display()))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 }
 
