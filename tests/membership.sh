@@ -161,9 +161,17 @@ check "the leader logged that it follows pg_leader.peers" bash -c "grep -q 'pg_l
 check "one agreed leader" wait_for 20 "agreement" one_agreed_leader 1 2 3 4 5
 
 echo "# a voter that must never lead"
+# Node 4 leads first, so that turning the setting off must make it hand over.
+L=$(leaders_among 1 2 3 4); L=${L% }
+[ "$L" = 4 ] || sql "$L" "SELECT pg_leader_transfer_leadership(4)" >/dev/null
+leading_4() { one_agreed_leader 1 2 3 4 && [ "$(leaders_among 4)" = "4 " ]; }
+check "node 4 leads (after a switchover to it)" wait_for 10 "node 4 to lead" leading_4
 echo "pg_leader.can_be_leader = off" | as_pg tee -a "$WORK/n4/postgresql.conf" >/dev/null
 sql 4 "SELECT pg_reload_conf()" >/dev/null
 check "SHOW pg_leader.can_be_leader" wait_for 5 "reload" answers off sql 4 "SHOW pg_leader.can_be_leader"
+not_leading_4() { one_agreed_leader 1 2 3 4 && [ -z "$(leaders_among 4)" ]; }
+check "if it leads, it hands leadership over" wait_for 10 "another leader" not_leading_4
+check "and says why" grep -q "handing leadership to node .*: pg_leader.can_be_leader is off" "$WORK/n4.log"
 sleep 0.3
 log_lines=$(wc -l < "$WORK/n4.log")
 L=$(leaders_among 1 2 3 4); L=${L% }

@@ -751,6 +751,17 @@ impl Node {
                 "pg_leader: this server {} lead",
                 if can_lead { "may" } else { "will never" }
             );
+            if !can_lead && self.raft.role() == Role::Leader {
+                match self.raft.hand_over(monotonic_now()) {
+                    Ok(target) => pgrx::log!(
+                        "pg_leader: handing leadership to node {target}: pg_leader.can_be_leader is off"
+                    ),
+                    Err(e) => pgrx::warning!(
+                        "pg_leader: pg_leader.can_be_leader is off, but leadership cannot be handed over yet: {e}"
+                    ),
+                }
+                self.process_ready();
+            }
         }
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
