@@ -9,15 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-10}
-cargo build --release -q -p pg_leader_cluster
-TOOL=target/release/pg_leader-cluster
-DIR=$(mktemp -d /tmp/pg_leader_bench.XXXXXX); rmdir "$DIR"
-PORT=55700
-RAFT=7700
-trap '"$TOOL" --dir "$DIR" down >/dev/null 2>&1' EXIT
-"$TOOL" --dir "$DIR" up --nodes 4 --port $PORT --raft-port $RAFT >/dev/null
-if [ "$(id -u)" -eq 0 ]; then RUN_AS=(runuser -u postgres --); else RUN_AS=(); fi
-psql_on() { "${RUN_AS[@]}" psql -X -q -At -h "$DIR" -p $((PORT + $1)) -U postgres -d postgres "${@:2}"; }
+NODES=4 source bench/local_cluster.sh
 # A follower other than node 4, to ask on.
 asker() { for i in 1 2 3; do [ "$(psql_on "$i" -c 'SELECT pg_leader_is_leader()')" = f ] && { echo "$i"; return; }; done; return 1; }
 timed() {
@@ -27,7 +19,6 @@ SELECT $2 AS result \gset
 SELECT :'result' || ' ' || round((extract(epoch FROM clock_timestamp() - :'t0'::timestamptz) * 1000)::numeric, 2);
 SQL
 }
-median() { sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "min %s ms, median %.2f ms, max %s ms", a[1], m, a[NR]}'; }
 
 removes=(); adds=()
 for k in $(seq 1 "$ROUNDS"); do

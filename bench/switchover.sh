@@ -7,14 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${1:-20}
-cargo build --release -q -p pg_leader_cluster
-TOOL=target/release/pg_leader-cluster
-DIR=$(mktemp -d /tmp/pg_leader_bench.XXXXXX); rmdir "$DIR"
-PORT=55700
-trap '"$TOOL" --dir "$DIR" down >/dev/null 2>&1' EXIT
-"$TOOL" --dir "$DIR" up --port $PORT --raft-port 7700 >/dev/null
-if [ "$(id -u)" -eq 0 ]; then RUN_AS=(runuser -u postgres --); else RUN_AS=(); fi
-psql_on() { "${RUN_AS[@]}" psql -X -q -At -h "$DIR" -p $((PORT + $1)) -U postgres -d postgres "${@:2}"; }
+source bench/local_cluster.sh
 leader_now() { for i in 1 2 3; do [ "$(psql_on "$i" -c 'SELECT pg_leader_is_leader()')" = t ] && { echo "$i"; return; }; done; return 1; }
 
 times=()
@@ -33,4 +26,4 @@ SQL
   echo "trial $k: node $leader -> node $target: $ms ms"
   times+=("$ms")
 done
-printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "switchover over %d trials: min %s ms, median %.2f ms, max %s ms\n", NR, a[1], m, a[NR]}'
+echo "switchover over $TRIALS trials: $(printf '%s\n' "${times[@]}" | median)"

@@ -6,7 +6,7 @@
 use crate::api::read_snapshot;
 use crate::changes::CHANGES;
 use crate::clock::monotonic_now;
-use crate::operations::fail;
+use crate::operations::{fail, require_positive_timeout};
 use crate::shmem::{member_role_name, PublishedRole, CHANGE_TIMED_OUT, PUBLISHED};
 use pg_leader_raft::{ChangeError, MemberRole};
 use pgrx::prelude::*;
@@ -119,14 +119,7 @@ fn check_arguments(id: i32, timeout_ms: i32) {
             None,
         );
     }
-    if timeout_ms <= 0 {
-        fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("timeout_ms must be positive: {timeout_ms}"),
-            None,
-            None,
-        );
-    }
+    require_positive_timeout(timeout_ms);
     let role = read_snapshot(|p| p.role());
     if matches!(role, PublishedRole::Misconfigured | PublishedRole::Starting) {
         fail(

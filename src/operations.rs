@@ -24,6 +24,18 @@ pub(crate) fn fail(
     unreachable!("ERROR does not return")
 }
 
+/// The operations wait for the cluster: a timeout of zero or less could never be met.
+pub(crate) fn require_positive_timeout(timeout_ms: i32) {
+    if timeout_ms <= 0 {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("timeout_ms must be positive: {timeout_ms}"),
+            None,
+            None,
+        );
+    }
+}
+
 /// Planned switchover: the leader brings `target` (or, when NULL, the most caught-up voter) up
 /// to date, gives up its lease, sends TimeoutNow, and this returns the new leader's id once this
 /// server has heard from it. On a follower the request is passed on to the leader, and this
@@ -34,14 +46,7 @@ fn pg_leader_transfer_leadership(
     timeout_ms: default!(i32, 10000),
 ) -> i32 {
     let p = crate::api::snapshot();
-    if timeout_ms <= 0 {
-        fail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("timeout_ms must be positive: {timeout_ms}"),
-            None,
-            None,
-        );
-    }
+    require_positive_timeout(timeout_ms);
     if p.role() != PublishedRole::Leader && p.leader_id == 0 {
         fail(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

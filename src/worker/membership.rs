@@ -9,8 +9,7 @@ use crate::clock::monotonic_now;
 use crate::cluster_config::parse_peers;
 use crate::shmem::{CHANGE_TIMED_OUT, PUBLISHED};
 use pg_leader_raft::{
-    Body, ChangeError, Duration, Instant, MemberRole, Membership, MembershipChange, Message,
-    NodeId, Role,
+    Body, ChangeError, Duration, Instant, MemberRole, Membership, MembershipChange, NodeId, Role,
 };
 
 /// How often a request passed on to the leader is sent again while unanswered, and how soon a
@@ -199,13 +198,9 @@ impl Node {
                 Err(e) => return self.answer_change(e.code() as i32),
             },
             (_, Some(leader)) => {
-                let request = Message {
-                    from: status.id,
-                    to: leader,
-                    term: status.term,
-                    body: Body::ChangeRequest { change },
-                };
-                self.send_message(&request);
+                self.raft
+                    .send_from_host(leader, Body::ChangeRequest { change });
+                self.process_ready();
                 now + RESEND
             }
             _ => now + RETRY,

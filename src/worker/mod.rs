@@ -244,11 +244,11 @@ impl Node {
         let me = NodeId(settings.node_id);
         let storage = Storage::open(&settings.state_dir, &settings.cluster_name, me)
             .map_err(|e| storage_error(e, me))?;
-        let mut addresses = BTreeMap::new();
-        for peer in &settings.peers {
-            addresses.insert(NodeId(peer.id), resolve(&peer.address())?);
-        }
-        let own = addresses[&me];
+        // Only this server's own address is needed to start; the others' are resolved once, as
+        // the configuration in effect comes out of the core (`follow_membership`).
+        let own_entry = crate::cluster_config::find_self(&settings.peers, me.0 as i32)?;
+        let own = resolve(&own_entry.address())?;
+        let addresses = BTreeMap::from([(me, own)]);
         let mut socket = UdpSocket::bind(own).map_err(|e| {
             StartError::plain(
                 format!("could not bind UDP socket to {own}: {e}"),
@@ -274,10 +274,11 @@ impl Node {
                 })?)
             }
         };
-        let mut config = Config::new(me, addresses.keys().copied().collect()).with_timing(
-            Duration::from_millis(settings.heartbeat_ms as u64),
-            Duration::from_millis(settings.election_timeout_ms as u64),
-        );
+        let mut config = Config::new(me, settings.peers.iter().map(|p| NodeId(p.id)).collect())
+            .with_timing(
+                Duration::from_millis(settings.heartbeat_ms as u64),
+                Duration::from_millis(settings.election_timeout_ms as u64),
+            );
         config.addresses = settings
             .peers
             .iter()
@@ -296,16 +297,12 @@ impl Node {
         .map_err(|e| StartError::plain(format!("invalid configuration: {e}"), None))?;
         let codec = Codec::new(&settings.cluster_name, &settings.secret);
         pgrx::log!(
-            "pg_leader: node {} listening on {own} (cluster \"{}\", {} voters, term {})",
+            "pg_leader: node {} listening on {own} (cluster \"{}\", term {})",
             me,
             settings.cluster_name,
-            addresses.len(),
             raft.term()
         );
-        let stats = addresses
-            .keys()
-            .map(|id| (*id, PeerStats::default()))
-            .collect();
+        let stats = BTreeMap::new();
         let history = History::new(&settings.state_dir);
         let hook = RoleHook::new(
             &crate::settings::on_role_change(),
@@ -832,13 +829,8 @@ impl Node {
         let (code, chosen) = match (status.role, status.leader_id) {
             (Role::Leader, _) => self.start_transfer(target),
             (_, Some(leader)) => {
-                let request = Message {
-                    from: status.id,
-                    to: leader,
-                    term: status.term,
-                    body: Body::TransferRequest { target },
-                };
-                self.send_message(&request);
+                self.raft
+                    .send_from_host(leader, Body::TransferRequest { target });
                 pgrx::log!(
                     "pg_leader: passed a switchover request on to node {leader}, the leader"
                 );
@@ -862,15 +854,9 @@ impl Node {
         if let Some((from, target)) = self.forwarded_request.take() {
             let (code, _) = self.start_transfer(target);
             if code != 0 {
-                let answer = Message {
-                    from: self.raft.id(),
-                    to: from,
-                    term: self.raft.term(),
-                    body: Body::TransferRefused {
-                        outcome: code as u8,
-                    },
-                };
-                self.send_message(&answer);
+                let outcome = code as u8;
+                self.raft
+                    .send_from_host(from, Body::TransferRefused { outcome });
             }
             self.process_ready();
         }

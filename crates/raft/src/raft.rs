@@ -5,7 +5,7 @@ use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
 use crate::membership::{apply_change, ChangeError, MemberRole, Membership, MembershipChange};
 use crate::message::{Body, EntryData, Message, WalPosition};
-use crate::progress::{LeaderState, Transfer, TransferPhase};
+use crate::progress::{LeaderState, Progress, Transfer, TransferPhase};
 use crate::quorum::{majority, quorum_value};
 use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 use crate::rng::RandomSource;
@@ -402,6 +402,12 @@ impl Raft {
         (&self.membership, self.membership_index)
     }
 
+    /// Queues a message the host composes (a request passed on to the leader, a refusal) in
+    /// the next `Ready`, stamped with this node's id and term like every other.
+    pub fn send_from_host(&mut self, to: NodeId, body: Body) {
+        self.send(to, self.term, body);
+    }
+
     /// Lets this voter lead or not (`Config::can_lead`); followers tell the leader with every
     /// answer.
     pub fn set_can_lead(&mut self, can_lead: bool) {
@@ -773,6 +779,27 @@ impl Raft {
         majority(self.membership.voter_count())
     }
 
+    /// One value per voter of the configuration, for quorum arithmetic: `of` each voting
+    /// follower's progress, and `own` when this leader is a voter itself (a leader that its
+    /// latest configuration demotes does not count).
+    pub(crate) fn per_voter<T>(
+        &self,
+        state: &LeaderState,
+        of: impl Fn(&Progress) -> T,
+        own: T,
+    ) -> Vec<T> {
+        let mut values: Vec<T> = state
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.is_voter(**id))
+            .map(|(_, p)| of(p))
+            .collect();
+        if self.membership.is_voter(self.config.id) {
+            values.push(own);
+        }
+        values
+    }
+
     /// Every other member, voter or not: all of them get the log.
     pub(crate) fn peers(&self) -> Vec<NodeId> {
         self.membership
@@ -837,15 +864,7 @@ impl Raft {
             self.lease_deadline = None;
             return;
         }
-        let mut acked: Vec<Option<Instant>> = state
-            .progress
-            .iter()
-            .filter(|(id, _)| self.membership.is_voter(**id))
-            .map(|(_, p)| p.acked_sent_at)
-            .collect();
-        if self.membership.is_voter(self.config.id) {
-            acked.push(Some(state.last_broadcast));
-        }
+        let mut acked = self.per_voter(state, |p| p.acked_sent_at, Some(state.last_broadcast));
         self.lease_deadline = quorum_value(&mut acked)
             .flatten()
             .map(|t| t + self.config.lease_duration());

@@ -160,15 +160,7 @@ fn handle_append_response(
 /// entry of the current term.
 fn maybe_commit(r: &mut Raft) {
     let Some(state) = &r.leader else { return };
-    let mut matched: Vec<LogIndex> = state
-        .progress
-        .iter()
-        .filter(|(id, _)| r.membership.is_voter(**id))
-        .map(|(_, p)| p.matched)
-        .collect();
-    if r.membership.is_voter(r.config.id) {
-        matched.push(r.log.last_index());
-    }
+    let mut matched = r.per_voter(state, |p| p.matched, r.log.last_index());
     let Some(n) = quorum_value(&mut matched) else {
         return;
     };
@@ -195,12 +187,12 @@ fn quorum_active(r: &Raft) -> bool {
     if r.now < state.since + window {
         return true;
     }
-    let heard = state
-        .progress
-        .iter()
-        .filter(|(id, p)| r.membership.is_voter(**id) && r.now < p.last_heard + window)
+    let heard = r
+        .per_voter(state, |p| r.now < p.last_heard + window, true)
+        .into_iter()
+        .filter(|h| *h)
         .count();
-    heard + 1 >= r.majority()
+    heard >= r.majority()
 }
 
 /// Moves a membership change along (see `membership`), once the last configuration is
