@@ -7,10 +7,12 @@
 //! The role selects the step and tick functions through function pointers; `become_*` in
 //! [`raft`] sets role, step and tick together, and refuses illegal transitions loudly.
 
+mod campaign_order;
 pub mod config;
 pub mod log;
 pub mod membership;
 pub mod message;
+pub mod preference;
 pub mod progress;
 pub mod quorum;
 pub mod raft;
@@ -22,6 +24,7 @@ pub mod types;
 pub use config::{Config, ConfigError};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
+pub use preference::NotPreferred;
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 pub use rng::{RandomSource, SplitMix64};

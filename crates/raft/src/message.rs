@@ -6,11 +6,13 @@ use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever `Message` or `Entry` change shape on the wire.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
-/// How far a server's data goes: its PostgreSQL timeline and WAL position (flush LSN on a
-/// primary, replay LSN on a standby). Zero means unknown. Opaque to Raft's own rules: it only
-/// lets voters refuse a candidate whose promotion would lose data they have.
+/// What a server's database is and how far its data goes: its PostgreSQL timeline and WAL
+/// position (flush LSN on a primary, replay LSN on a standby), and whether it is in recovery (a
+/// standby). Timeline zero means unknown. Opaque to Raft's own rules: it lets voters refuse a
+/// candidate whose promotion would lose data they have, and decides who campaigns first and to
+/// whom a leader hands over (`preference`).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -20,9 +22,29 @@ pub struct WalPosition {
     pub system: u64,
     pub timeline: u32,
     pub lsn: u64,
+    /// True on a standby (PostgreSQL's `RecoveryInProgress()`), false on a writable primary.
+    pub in_recovery: bool,
 }
 
 impl WalPosition {
+    /// A writable primary's position.
+    pub fn primary(system: u64, timeline: u32, lsn: u64) -> WalPosition {
+        WalPosition {
+            system,
+            timeline,
+            lsn,
+            in_recovery: false,
+        }
+    }
+
+    /// A standby's position (in recovery).
+    pub fn standby(system: u64, timeline: u32, lsn: u64) -> WalPosition {
+        WalPosition {
+            in_recovery: true,
+            ..WalPosition::primary(system, timeline, lsn)
+        }
+    }
+
     pub fn known(&self) -> bool {
         self.timeline != 0
     }
@@ -111,6 +133,9 @@ pub enum Body {
         /// How long the receiver must refuse votes to other candidates after receiving this.
         /// The leader's lease is shorter than this by the drift margin.
         lease: Duration,
+        /// The leader's data position when it sent this: a primary that follows can tell why
+        /// it is not the one leading (`preference`).
+        wal: WalPosition,
     },
     AppendResponse {
         success: bool,
@@ -122,6 +147,9 @@ pub enum Body {
         /// False when the follower must never lead (`Config::can_lead`): the leader then never
         /// picks it for a handover.
         can_lead: bool,
+        /// The follower's data position when it answered: a leader in recovery hands over to
+        /// a primary it hears of this way (`preference`).
+        wal: WalPosition,
     },
     /// Leadership transfer (thesis §3.10): campaign now, without waiting for the timeout.
     TimeoutNow,

@@ -5,6 +5,7 @@ use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
 use crate::membership::{apply_change, ChangeError, MemberRole, Membership, MembershipChange};
 use crate::message::{Body, EntryData, Message, WalPosition};
+use crate::preference::{HeardPositions, NotPreferred};
 use crate::progress::{LeaderState, Progress, Transfer, TransferPhase};
 use crate::quorum::{majority, quorum_value};
 use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
@@ -35,7 +36,7 @@ pub struct Raft {
     pub(crate) membership_index: LogIndex,
     /// Whether this node was a voter in the configuration before `membership`.
     voter_before_latest: bool,
-    rng: Box<dyn RandomSource>,
+    pub(crate) rng: Box<dyn RandomSource>,
     /// The latest moment the node has been told about; never moves back.
     pub(crate) now: Instant,
     pub(crate) election_deadline: Instant,
@@ -43,6 +44,14 @@ pub struct Raft {
     pub(crate) votes_refused_until: Instant,
     /// This server's data position, told by the host (`set_wal_position`).
     pub(crate) wal: WalPosition,
+    /// What the other servers last said of their data (`preference`).
+    pub(crate) heard: HeardPositions,
+    /// This server's position when it last sent AppendEntries, with the send time.
+    pub(crate) wal_sent: (Instant, WalPosition),
+    /// When this node (re)started, and whether it still waits out its first election timeout
+    /// since (`campaign_order`).
+    pub(crate) started_at: Instant,
+    pub(crate) first_wait: bool,
     pub(crate) last_leader_contact: Option<Instant>,
     /// Exists only while leading.
     pub(crate) leader: Option<LeaderState>,
@@ -120,6 +129,8 @@ pub struct Status {
     pub last_leader_contact: Option<Instant>,
     /// Set only on a leader whose lease is established; valid while the clock is before it.
     pub lease_deadline: Option<Instant>,
+    /// On a primary that is not leading: why it is not the preferred leader (`preference`).
+    pub not_preferred: Option<NotPreferred>,
 }
 
 impl Raft {
@@ -151,6 +162,10 @@ impl Raft {
             election_deadline: now,
             votes_refused_until: now,
             wal: WalPosition::default(),
+            heard: HeardPositions::default(),
+            wal_sent: (now, WalPosition::default()),
+            started_at: now,
+            first_wait: false,
             last_leader_contact: None,
             leader: None,
             votes: BTreeMap::new(),
@@ -160,6 +175,7 @@ impl Raft {
         raft.votes_refused_until = now + raft.config.election_timeout;
         raft.refresh_membership();
         raft.become_follower(raft.term, None, Cause::Start);
+        raft.first_wait = true;
         Ok(raft)
     }
 
@@ -169,6 +185,15 @@ impl Raft {
     pub fn step(&mut self, msg: Message, now: Instant) -> Result<(), Dropped> {
         self.advance_clock(now);
         self.check_envelope(&msg)?;
+        match &msg.body {
+            Body::RequestVote { wal, .. } | Body::AppendEntries { wal, .. } => {
+                self.hear_position(msg.from, *wal, None)
+            }
+            Body::AppendResponse { wal, sent_at, .. } => {
+                self.hear_position(msg.from, *wal, Some(*sent_at))
+            }
+            _ => {}
+        }
         match msg.term.cmp(&self.term) {
             Ordering::Greater => {
                 if !self.accept_higher_term(&msg) {
@@ -431,7 +456,12 @@ impl Raft {
     /// Tells the core how far this server's data goes; sent with vote requests and compared
     /// with candidates' (`Config::wal_aware`). The host updates it before each tick.
     pub fn set_wal_position(&mut self, wal: WalPosition) {
+        let standing = |w: &WalPosition| (w.known(), w.in_recovery);
+        let changed = standing(&wal) != standing(&self.wal);
         self.wal = wal;
+        if changed {
+            self.standing_changed();
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -445,6 +475,7 @@ impl Raft {
             last_index: self.log.last_index(),
             last_leader_contact: self.last_leader_contact,
             lease_deadline: self.lease_deadline(),
+            not_preferred: self.not_preferred(),
         }
     }
 
@@ -573,6 +604,7 @@ impl Raft {
                 reject_hint: self.log.last_index(),
                 sent_at: *sent_at,
                 can_lead: self.config.can_lead,
+                wal: self.wal,
             },
             Body::RequestVote { pre_vote, .. } => Body::VoteResponse {
                 pre_vote: *pre_vote,
@@ -770,9 +802,11 @@ impl Raft {
         Duration::from_micros(self.rng.uniform(t, 2 * t))
     }
 
-    /// A fresh wait drawn from [T, 2T) at microsecond resolution: coarse draws cause split votes.
+    /// A fresh wait drawn at microsecond resolution (coarse draws cause split votes): from
+    /// [T, 2T), or shorter for a primary with no leader (`campaign_order`).
     pub(crate) fn reset_election_timer(&mut self) {
-        self.election_deadline = self.now + self.random_election_timeout();
+        self.first_wait = false;
+        self.election_deadline = self.next_election_deadline();
     }
 
     pub(crate) fn majority(&self) -> usize {

@@ -188,6 +188,7 @@ fn s5_1_a_later_term_makes_a_leader_step_down_and_a_stale_one_learns_it() {
             leader_commit: LogIndex(0),
             sent_at: pg_leader_raft::Instant::ZERO,
             lease: pg_leader_raft::Duration::from_millis(ELECTION_MS),
+            wal: pg_leader_raft::WalPosition::default(),
         },
     };
     c.with_node(1, |r, now| r.step(from_new_leader.clone(), now).unwrap());
@@ -321,6 +322,7 @@ fn messages_from_strangers_or_with_torn_entries_are_dropped() {
             leader_commit: LogIndex(0),
             sent_at: pg_leader_raft::Instant::ZERO,
             lease: pg_leader_raft::Duration::ZERO,
+            wal: pg_leader_raft::WalPosition::default(),
         },
     };
     assert_eq!(

@@ -21,6 +21,7 @@ fn heartbeat(from: u32, to: u32, term: u64, prev: u64, lease: Duration) -> Messa
             leader_commit: LogIndex(0),
             sent_at: Instant::ZERO,
             lease,
+            wal: pg_leader_raft::WalPosition::default(),
         },
     }
 }
@@ -115,6 +116,7 @@ fn an_acknowledgement_far_ahead_does_not_move_the_commit_past_the_log() {
                 reject_hint: LogIndex(u64::MAX),
                 sent_at: Instant::ZERO,
                 can_lead: true,
+                wal: pg_leader_raft::WalPosition::default(),
             },
         };
         c.with_node(1, |r, now| r.step(ack, now)).unwrap();
@@ -149,6 +151,7 @@ fn a_message_that_would_replace_a_committed_entry_is_dropped() {
             leader_commit: LogIndex(1),
             sent_at: Instant::ZERO,
             lease: Duration::from_millis(ELECTION_MS),
+            wal: pg_leader_raft::WalPosition::default(),
         },
     };
     let result = c.with_node(1, |r, now| r.step(forged, now));

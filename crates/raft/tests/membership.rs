@@ -303,6 +303,7 @@ fn a_server_outside_our_configuration_is_heard_as_a_leader_or_once_configured_as
             leader_commit: pg_leader_raft::LogIndex(0),
             sent_at,
             lease: pg_leader_raft::Duration::from_millis(ELECTION_MS),
+            wal: pg_leader_raft::WalPosition::default(),
         },
     };
     c.with_node(1, |r, now| r.step(heartbeat(2), now)).unwrap();

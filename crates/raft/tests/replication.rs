@@ -141,6 +141,7 @@ fn s5_4_2_entries_of_earlier_terms_commit_only_under_a_current_term_entry() {
             reject_hint: LogIndex(match_index),
             sent_at: c.now,
             can_lead: true,
+            wal: pg_leader_raft::WalPosition::default(),
         },
     };
     let ack2 = ack(2);

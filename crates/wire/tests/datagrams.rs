@@ -17,6 +17,7 @@ fn heartbeat() -> Message {
             leader_commit: LogIndex(0),
             sent_at: Instant::from_micros(5),
             lease: Duration::from_millis(1000),
+            wal: pg_leader_raft::WalPosition::default(),
         },
     }
 }

@@ -43,6 +43,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
         leader_commit,
         sent_at,
         lease,
+        ..
     } = msg.body
     else {
         return;
@@ -68,6 +69,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
                 reject_hint: last_new,
                 sent_at,
                 can_lead: r.config.can_lead,
+                wal: r.wal,
             }
         }
         Err(mismatch) => Body::AppendResponse {
@@ -76,6 +78,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
             reject_hint: mismatch.last_index,
             sent_at,
             can_lead: r.config.can_lead,
+            wal: r.wal,
         },
     };
     r.send(msg.from, r.term, body);

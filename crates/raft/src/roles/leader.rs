@@ -19,6 +19,7 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             reject_hint,
             sent_at,
             can_lead,
+            ..
         } => {
             if let Some(p) = r
                 .leader
@@ -27,7 +28,8 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             {
                 p.can_lead = can_lead;
             }
-            handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at)
+            handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at);
+            r.hand_over_to_preferred();
         }
         Body::ChangeRequest { change } => r.answer_change_request(msg.from, change),
         Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
@@ -111,7 +113,9 @@ fn send_append(r: &mut Raft, peer: NodeId) {
         leader_commit: r.log.committed(),
         sent_at: r.now,
         lease: r.config.election_timeout,
+        wal: r.wal,
     };
+    r.wal_sent = (r.now, r.wal);
     r.send(peer, r.term, body);
 }
 

@@ -30,6 +30,7 @@ fn heartbeat(from: u32, to: u32, term: u64, prev: u64, lease_ms: u64) -> Message
             leader_commit: LogIndex(prev),
             sent_at: Instant::ZERO,
             lease: Duration::from_millis(lease_ms),
+            wal: pg_leader_raft::WalPosition::default(),
         },
     }
 }

@@ -1,0 +1,57 @@
+//! Who campaigns first: the writable primary, so that handing leadership to it afterwards
+//! (`preference`) is the exception.
+//!
+//! Only the moment a server campaigns changes here; every vote rule stays (design.md, traps): a
+//! server that started grants no vote for one minimum election timeout `T`, and no server
+//! campaigns before its own promise to a leader ends (`votes_refused_until`), since its own vote
+//! would otherwise count for a new leader while the old lease may hold.
+//!
+//! - At start, once the host tells what the server is: a primary campaigns when every server
+//!   started at the same moment is past its start blackout, whatever the clock rates (`T` plus
+//!   twice the drift margin); a standby first waits half a timeout more than usual, drawn from
+//!   `[1.5T, 2.5T)`. Unknown positions keep the usual draw.
+//! - A preferred primary with no leader to follow, and no vote given to another server in the
+//!   term, retries its PreVote after `[T/4, T/2)` instead of `[T, 2T)`, but never before its
+//!   own promise ends. A PreVote raises no one's term, so frequent probes disturb no one; without
+//!   PreVote each retry would raise the term, so the usual draw stays.
+//! - Everything else draws from `[T, 2T)` at microsecond resolution, as before.
+
+use crate::raft::Raft;
+use crate::ready::Role;
+use crate::types::{Duration, Instant};
+
+impl Raft {
+    /// The end of the next election wait, from now.
+    pub(crate) fn next_election_deadline(&mut self) -> Instant {
+        let t = self.config.election_timeout.as_micros();
+        if self.campaigns_early() {
+            let wait = Duration::from_micros(self.rng.uniform(t / 4, t / 2));
+            (self.now + wait).max(self.votes_refused_until)
+        } else {
+            self.now + Duration::from_micros(self.rng.uniform(t, 2 * t))
+        }
+    }
+
+    fn campaigns_early(&self) -> bool {
+        self.config.pre_vote
+            && self.leader_id.is_none()
+            && self.voted_for.is_none_or(|v| v == self.config.id)
+            && self.may_campaign()
+            && self.is_preferred_primary()
+    }
+
+    /// Called when the host first says what this server is (or a standby is promoted): while
+    /// the node still waits out its first timeout after starting, that wait is redrawn by role.
+    pub(crate) fn standing_changed(&mut self) {
+        if !self.first_wait || self.role() != Role::Follower || !self.wal.known() {
+            return;
+        }
+        let t = self.config.election_timeout.as_micros();
+        let wait = if self.is_preferred_primary() && self.may_campaign() {
+            t + 2 * self.config.lease_drift_margin.as_micros()
+        } else {
+            self.rng.uniform(t + t / 2, 2 * t + t / 2)
+        };
+        self.election_deadline = self.started_at + Duration::from_micros(wait);
+    }
+}

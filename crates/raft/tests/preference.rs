@@ -1,0 +1,213 @@
+//! Leadership follows the writable primary (design.md, invariant 8): a standby that leads hands
+//! over to a caught-up primary of the newest timeline, never to a former primary on an older
+//! timeline nor to one behind it, and at start the primary campaigns first.
+
+mod common;
+
+use common::*;
+use pg_leader_raft::{Cause, Event, NotPreferred, Role, WalPosition};
+
+const SYSTEM: u64 = 7_000_000_001;
+
+fn primary(timeline: u32, lsn: u64) -> WalPosition {
+    WalPosition::primary(SYSTEM, timeline, lsn)
+}
+
+fn standby(timeline: u32, lsn: u64) -> WalPosition {
+    WalPosition::standby(SYSTEM, timeline, lsn)
+}
+
+fn place(c: &mut TestCluster, positions: &[WalPosition]) {
+    for (i, wal) in positions.iter().enumerate() {
+        c.with_node(i as u32 + 1, |r, _| r.set_wal_position(*wal));
+    }
+}
+
+fn leader(c: &TestCluster) -> Option<u32> {
+    match c.leaders_with_lease().as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_standby_leader_hands_over_to_a_caught_up_primary() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
+    c.elect(2);
+    let handed_over_at = c.now;
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(leader(&c), Some(1), "the primary leads");
+    assert_eq!(c.node(1).status().not_preferred, None);
+    let took_over = c.readies.iter().any(|(n, ready)| {
+        *n == 1
+            && ready.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RoleChanged {
+                        role: Role::Candidate,
+                        cause: Cause::Transfer,
+                        ..
+                    }
+                )
+            })
+    });
+    assert!(took_over, "through the transfer path (TimeoutNow)");
+    assert!(c.now.saturating_since(handed_over_at).as_millis() <= 3 * HEARTBEAT_MS);
+    // And it stays: the primary never hands back.
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(1));
+}
+
+#[test]
+fn no_handover_to_a_former_primary_on_an_older_timeline() {
+    let mut c = TestCluster::new(3);
+    // Node 2 was promoted (timeline 2); node 1, the former primary, came back as it was.
+    place(&mut c, &[primary(1, 900), primary(2, 100), standby(2, 100)]);
+    c.elect(2);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+    assert_eq!(
+        c.node(1).status().not_preferred,
+        Some(NotPreferred::OlderTimeline {
+            timeline: 1,
+            newest: 2
+        })
+    );
+    // Even a standby leader never picks it.
+    place(&mut c, &[primary(1, 900), standby(2, 100), standby(2, 100)]);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+}
+
+#[test]
+fn a_former_primary_that_leads_hands_over_to_the_primary_of_the_newest_timeline() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 900), standby(2, 100), primary(2, 120)]);
+    c.elect(1);
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(leader(&c), Some(3));
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(3), "and never attracts leadership back");
+}
+
+#[test]
+fn no_handover_to_a_primary_behind_the_leader_until_it_catches_up() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 50), standby(1, 100), standby(1, 100)]);
+    c.elect(2);
+    c.advance_ms(3 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+    assert_eq!(
+        c.node(1).status().not_preferred,
+        Some(NotPreferred::BehindLeader {
+            lsn: 50,
+            leader_lsn: 100
+        })
+    );
+    assert!(
+        c.node(1)
+            .status()
+            .not_preferred
+            .unwrap()
+            .to_string()
+            .contains("0/32 < 0/64"),
+        "LSNs written the PostgreSQL way"
+    );
+    c.with_node(1, |r, _| r.set_wal_position(primary(1, 150)));
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(leader(&c), Some(1));
+}
+
+#[test]
+fn no_handover_to_a_primary_that_cannot_lead() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 100)]);
+    c.with_node(1, |r, _| r.set_can_lead(false));
+    c.elect(2);
+    c.advance_ms(3 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+    assert_eq!(
+        c.node(1).status().not_preferred,
+        Some(NotPreferred::CannotLead)
+    );
+}
+
+#[test]
+fn a_standby_leader_without_a_primary_keeps_leading() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[standby(1, 100), standby(1, 100), standby(1, 90)]);
+    c.elect(2);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+    assert_eq!(
+        c.node(1).status().not_preferred,
+        None,
+        "standbys say nothing"
+    );
+}
+
+#[test]
+fn at_start_the_primary_campaigns_first_but_not_before_its_blackout_ends() {
+    for primary_node in 1..=3u32 {
+        let mut c = TestCluster::new(3);
+        let started = c.now;
+        let positions: Vec<WalPosition> = (1..=3)
+            .map(|n| {
+                if n == primary_node {
+                    primary(1, 100)
+                } else {
+                    standby(1, 100)
+                }
+            })
+            .collect();
+        place(&mut c, &positions);
+        let mut first_leader = None;
+        for _ in 0..3 * ELECTION_MS {
+            c.advance_ms(1);
+            let campaigned = (1..=3).find(|&n| c.node(n).role() != Role::Follower);
+            if let Some(n) = campaigned {
+                assert_eq!(n, primary_node, "the primary is the first to campaign");
+                assert!(
+                    c.now.saturating_since(started).as_millis() >= ELECTION_MS,
+                    "no campaign within the start blackout"
+                );
+            }
+            if let Some(l) = leader(&c) {
+                first_leader = Some(l);
+                break;
+            }
+        }
+        assert_eq!(first_leader, Some(primary_node));
+    }
+}
+
+#[test]
+fn a_lone_primary_keeps_probing_with_prevotes_without_raising_its_term() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 100)]);
+    c.isolate(1);
+    c.advance_ms(10 * ELECTION_MS);
+    assert_eq!(c.node(1).term().0, 0, "PreVote alone: no term raised");
+    let probes = c
+        .readies
+        .iter()
+        .filter(|(n, r)| {
+            *n == 1
+                && r.events.iter().any(|e| {
+                    matches!(
+                        e,
+                        Event::RoleChanged {
+                            role: Role::PreCandidate,
+                            ..
+                        }
+                    )
+                })
+        })
+        .count();
+    // One probe every T/4 to T/2 once the first wait (T + 2 margins) is over.
+    assert!((18..=40).contains(&probes), "{probes} probes in 10 T");
+    c.heal();
+    c.advance_ms(2 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(1));
+}
