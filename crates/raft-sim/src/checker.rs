@@ -219,4 +219,12 @@ impl Checker {
     pub fn leaders_elected(&self) -> usize {
         self.leaders.len()
     }
+
+    /// The leader of the earliest term that had one.
+    pub fn first_leader(&self) -> Option<NodeId> {
+        self.leaders
+            .iter()
+            .min_by_key(|(t, _)| **t)
+            .map(|(_, l)| *l)
+    }
 }

@@ -3,13 +3,26 @@
 
 use crate::checker::{chain_hash, Checker, Violation};
 use crate::clock::NodeClock;
+use crate::database::{Databases, Layout};
 use crate::network::Network;
 use pg_leader_raft::{
     Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message, NodeId,
-    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
+    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+/// Clock rates for `n` servers within `max_drift_ppm` of real time. Half the clocks sit at the
+/// edges of the allowed drift, where a lease is tightest.
+pub fn random_drifts(n: usize, max_drift_ppm: i64, rng: &mut SplitMix64) -> Vec<i64> {
+    (0..n)
+        .map(|_| match rng.uniform(0, 4) {
+            0 => max_drift_ppm,
+            1 => -max_drift_ppm,
+            _ => rng.uniform(0, 2 * max_drift_ppm as u64 + 1) as i64 - max_drift_ppm,
+        })
+        .collect()
+}
 
 /// Things that happen at a simulated moment.
 #[derive(Clone, Debug)]
@@ -76,6 +89,8 @@ pub struct Cluster {
     pub rng: SplitMix64,
     pub nodes: Vec<SimNode>,
     pub network: Network,
+    /// Each server's PostgreSQL: primary or standby, timeline, WAL.
+    pub databases: Databases,
     pub checker: Checker,
     pub counters: Counters,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -97,15 +112,25 @@ impl Cluster {
         seed: u64,
     ) -> Cluster {
         let mut rng = SplitMix64::new(seed ^ 0x5EED_C10C);
-        // Half the clocks sit at the edges of the allowed drift, where a lease is tightest.
-        let drifts: Vec<i64> = (0..size + spares)
-            .map(|_| match rng.uniform(0, 4) {
-                0 => max_drift_ppm,
-                1 => -max_drift_ppm,
-                _ => rng.uniform(0, 2 * max_drift_ppm as u64 + 1) as i64 - max_drift_ppm,
-            })
-            .collect();
-        let mut c = Cluster::build(heartbeat, election_timeout, &drifts, size, seed);
+        let drifts = random_drifts(size + spares, max_drift_ppm, &mut rng);
+        let mut layout_rng = SplitMix64::new(seed ^ 0xDA7A_BA5E);
+        let layout = Layout::draw(&mut layout_rng, size);
+        Cluster::with_layout(heartbeat, election_timeout, &drifts, size, layout, seed)
+    }
+
+    /// A cluster whose first `voters` of `drifts.len()` servers are voters, with the databases
+    /// laid out as `layout` says.
+    pub fn with_layout(
+        heartbeat: Duration,
+        election_timeout: Duration,
+        drifts: &[i64],
+        voters: usize,
+        layout: Layout,
+        seed: u64,
+    ) -> Cluster {
+        let mut c = Cluster::build(heartbeat, election_timeout, drifts, voters, seed);
+        let mut layout_rng = SplitMix64::new(seed ^ 0xDA7A_BA5E);
+        c.databases = Databases::new(layout, drifts.len(), &mut layout_rng);
         c.start_all();
         c
     }
@@ -168,6 +193,7 @@ impl Cluster {
             rng,
             nodes,
             network: Network::new(size),
+            databases: Databases::new(Layout::Unknown, size, &mut SplitMix64::new(seed)),
             checker: Checker::default(),
             counters: Counters::default(),
             queue: BinaryHeap::new(),
@@ -206,14 +232,10 @@ impl Cluster {
             now,
         )
         .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;
-        // A WAL position from a small range, so that voters often find a candidate behind
-        // them: refusals may only cost time, never safety or liveness.
+        // The host tells what the server is before anything else happens: a standby behind
+        // another one is refused by it, which may only cost time, never safety or liveness.
         let mut raft = raft;
-        raft.set_wal_position(WalPosition {
-            timeline: 1,
-            lsn: self.rng.uniform(0, 4),
-            ..Default::default()
-        });
+        raft.set_wal_position(self.databases.position(i));
         let node = &mut self.nodes[i];
         node.verified_commit = 0;
         node.raft = Some(raft);
@@ -258,9 +280,12 @@ impl Cluster {
         op: impl FnOnce(&mut Raft, Instant) -> T,
     ) -> Result<Option<T>, Violation> {
         let now = self.local_now(i);
+        self.advance_databases();
+        let wal = self.databases.position(i);
         let Some(raft) = self.nodes[i].raft.as_mut() else {
             return Ok(None);
         };
+        raft.set_wal_position(wal);
         let out = op(raft, now);
         self.after_activity(i)?;
         Ok(Some(out))
@@ -310,6 +335,17 @@ impl Cluster {
             }
         }
         self.check_leases()
+    }
+
+    /// Brings every server's WAL to the present: primaries that run write, standbys that hear
+    /// their primary replay.
+    fn advance_databases(&mut self) {
+        let now = self.now;
+        let nodes = &self.nodes;
+        let network = &self.network;
+        let running = |i: usize| nodes[i].raft.is_some() && nodes[i].paused_until <= now;
+        self.databases
+            .advance(now, running, |from, to| !network.is_blocked(from, to));
     }
 
     fn schedule(&mut self, at: u64, what: Happening) {

@@ -4,6 +4,8 @@
 pub mod checker;
 pub mod clock;
 pub mod cluster;
+pub mod database;
 pub mod network;
+pub mod preferred;
 pub mod scenario;
 pub mod soak;

@@ -5,6 +5,7 @@
 
 use crate::checker::Violation;
 use crate::cluster::Cluster;
+use crate::preferred::wait_for_preferred_leader;
 use pg_leader_raft::{Duration, MembershipChange, NodeId, RandomSource};
 
 #[derive(Clone, Debug)]
@@ -44,6 +45,13 @@ impl Options {
     pub fn liveness_bound(&self) -> u64 {
         12 * self.election_timeout.as_micros()
     }
+
+    /// After the faults stop, the primary of the newest timeline, a voter, must lead within
+    /// this time: the bound for any leader, then a handover (at worst one that fails after
+    /// `T` and one more election).
+    pub fn preferred_leader_bound(&self) -> u64 {
+        self.liveness_bound() + 4 * self.election_timeout.as_micros()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -56,6 +64,9 @@ pub struct Report {
     pub multi_round_elections: u64,
     /// Real time from the end of the faults to an agreed leader.
     pub recovery_us: u64,
+    /// Real time from the end of the faults until the primary of the newest timeline leads,
+    /// when there is one among the voters.
+    pub preferred_us: Option<u64>,
     /// Real time from the leader's crash to a new leader with a lease (calm network).
     pub failover_us: Option<u64>,
     /// Candidate rounds that failover took.
@@ -90,6 +101,9 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
     let fault_end = pick.uniform(options.max_fault_phase / 4, options.max_fault_phase + 1);
     fault_phase(&mut cluster, fault_end, &mut report)?;
     report.recovery_us = liveness_phase(&mut cluster, options)?;
+    let faults_ended = cluster.now - report.recovery_us;
+    report.preferred_us =
+        wait_for_preferred_leader(&mut cluster, faults_ended, options.preferred_leader_bound())?;
     let voters = cluster.leader_membership().map_or(0, |m| m.voter_count());
     if voters >= 3 {
         let (time, rounds) = failover(&mut cluster, options)?;

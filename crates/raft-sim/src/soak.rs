@@ -16,6 +16,10 @@ pub struct Summary {
     pub failover_us: Vec<u64>,
     pub failover_split: u64,
     pub recovery_us_max: u64,
+    /// Seeds that ended with a primary of the newest timeline among the voters, and the
+    /// longest time from the end of the faults until it led.
+    pub preferred_checked: u64,
+    pub preferred_us_max: u64,
     pub membership_changes: u64,
     pub configurations: u64,
 }
@@ -39,6 +43,8 @@ impl Summary {
         self.failover_us.extend(other.failover_us);
         self.failover_split += other.failover_split;
         self.recovery_us_max = self.recovery_us_max.max(other.recovery_us_max);
+        self.preferred_checked += other.preferred_checked;
+        self.preferred_us_max = self.preferred_us_max.max(other.preferred_us_max);
         self.membership_changes += other.membership_changes;
         self.configurations += other.configurations;
     }
@@ -81,6 +87,11 @@ impl Summary {
             "worst recovery after faults stop  {:.1} ms",
             ms(self.recovery_us_max)
         );
+        println!(
+            "primary leads after faults stop  {} seeds with a primary among the voters, worst {:.1} ms",
+            self.preferred_checked,
+            ms(self.preferred_us_max)
+        );
         for (seed, v) in self.violations.iter().take(20) {
             println!("VIOLATION seed {seed}: {v}");
         }
@@ -109,6 +120,10 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> S
                             local.elections += r.elections;
                             local.multi_round_elections += r.multi_round_elections;
                             local.recovery_us_max = local.recovery_us_max.max(r.recovery_us);
+                            if let Some(p) = r.preferred_us {
+                                local.preferred_checked += 1;
+                                local.preferred_us_max = local.preferred_us_max.max(p);
+                            }
                             local.membership_changes += r.membership_changes;
                             local.configurations += r.configurations;
                             if let Some(f) = r.failover_us {

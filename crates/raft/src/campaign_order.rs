@@ -14,11 +14,18 @@
 //!   term, retries its PreVote after `[T/4, T/2)` instead of `[T, 2T)`, but never before its
 //!   own promise ends. A PreVote raises no one's term, so frequent probes disturb no one; without
 //!   PreVote each retry would raise the term, so the usual draw stays.
+//! - A standby still in its first wait that hears a request from a preferred primary whose log
+//!   it would accept waits `[T/2, T)` more from then, so that the primary, probing more often,
+//!   gathers its majority as the other servers come up one by one. Never past `5T` after its
+//!   start: a primary that cannot win (one that cannot hear the answers) delays the standbys'
+//!   first campaign, never their later ones.
 //! - Everything else draws from `[T, 2T)` at microsecond resolution, as before.
 
+use crate::message::WalPosition;
+use crate::preference::assess;
 use crate::raft::Raft;
 use crate::ready::Role;
-use crate::types::{Duration, Instant};
+use crate::types::{Duration, Instant, LogIndex, Term};
 
 impl Raft {
     /// The end of the next election wait, from now.
@@ -53,5 +60,28 @@ impl Raft {
             self.rng.uniform(t + t / 2, 2 * t + t / 2)
         };
         self.election_deadline = self.started_at + Duration::from_micros(wait);
+    }
+
+    /// A vote request arrived: a standby in its first wait makes way for a preferred primary.
+    pub(crate) fn defer_to_primary(
+        &mut self,
+        candidate: &WalPosition,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let standby_waiting = self.first_wait
+            && self.role() == Role::Follower
+            && self.wal.known()
+            && self.wal.in_recovery;
+        let preferred = candidate.system == self.wal.system
+            && assess(candidate, self.heard.newest_timeline(&self.wal), None).is_ok();
+        if !standby_waiting || !preferred || !self.log.is_up_to_date(last_log_index, last_log_term)
+        {
+            return;
+        }
+        let t = self.config.election_timeout.as_micros();
+        let cap = self.started_at + Duration::from_micros(5 * t);
+        let wait = Duration::from_micros(self.rng.uniform(t / 2, t));
+        self.election_deadline = self.election_deadline.max((self.now + wait).min(cap));
     }
 }

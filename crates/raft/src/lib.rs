@@ -20,6 +20,7 @@ pub mod ready;
 pub mod rng;
 mod roles;
 pub mod types;
+mod wal_sample;
 
 pub use config::{Config, ConfigError};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};

@@ -98,6 +98,16 @@ pub fn assess(
     Ok(())
 }
 
+/// Does a voter at `voter` refuse a candidate at `candidate` (with the same Raft log) for its
+/// WAL? Only when the candidate is behind on their common timeline, and never a primary by a
+/// standby: a standby's WAL all came from its primary, and a position that looks ahead only
+/// means that the primary wrote more after it sent its request. Refusing there would keep a
+/// primary that writes steadily from ever being elected by its standbys.
+pub fn refuses_for_wal(candidate: &WalPosition, voter: &WalPosition) -> bool {
+    let primary_asks_standby = !candidate.in_recovery && voter.in_recovery;
+    candidate.is_behind(voter) && !primary_asks_standby
+}
+
 /// A follower the leader might hand over to: its last reported position, and the leader's own
 /// position when it sent the message that the report answered (so that a primary whose report
 /// is a heartbeat old is not taken as behind a standby that replayed meanwhile).
@@ -321,6 +331,26 @@ mod tests {
                 assess(&server, newest, leader.as_ref()),
                 expected,
                 "{server:?} newest {newest} leader {leader:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_standby_never_refuses_its_primary_for_wal() {
+        // (candidate, voter, refused)
+        let cases = [
+            (primary(1, 100), standby(1, 110), false),
+            (standby(1, 100), standby(1, 110), true),
+            (standby(1, 110), standby(1, 100), false),
+            (primary(1, 100), primary(1, 110), true),
+            (standby(1, 100), primary(1, 110), true),
+            (standby(2, 100), standby(1, 110), false),
+        ];
+        for (candidate, voter, refused) in cases {
+            assert_eq!(
+                refuses_for_wal(&candidate, &voter),
+                refused,
+                "{candidate:?} asking {voter:?}"
             );
         }
     }

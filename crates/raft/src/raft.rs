@@ -12,6 +12,7 @@ use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 use crate::rng::RandomSource;
 use crate::roles::{candidate, follower, leader};
 use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
+use crate::wal_sample::WalHistory;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +45,8 @@ pub struct Raft {
     pub(crate) votes_refused_until: Instant,
     /// This server's data position, told by the host (`set_wal_position`).
     pub(crate) wal: WalPosition,
+    /// This server's recent positions, to judge candidates fairly (`wal_sample`).
+    pub(crate) wal_history: WalHistory,
     /// What the other servers last said of their data (`preference`).
     pub(crate) heard: HeardPositions,
     /// This server's position when it last sent AppendEntries, with the send time.
@@ -162,6 +165,7 @@ impl Raft {
             election_deadline: now,
             votes_refused_until: now,
             wal: WalPosition::default(),
+            wal_history: WalHistory::default(),
             heard: HeardPositions::default(),
             wal_sent: (now, WalPosition::default()),
             started_at: now,
@@ -186,9 +190,16 @@ impl Raft {
         self.advance_clock(now);
         self.check_envelope(&msg)?;
         match &msg.body {
-            Body::RequestVote { wal, .. } | Body::AppendEntries { wal, .. } => {
-                self.hear_position(msg.from, *wal, None)
+            Body::RequestVote {
+                wal,
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
+                self.hear_position(msg.from, *wal, None);
+                self.defer_to_primary(wal, *last_log_index, *last_log_term);
             }
+            Body::AppendEntries { wal, .. } => self.hear_position(msg.from, *wal, None),
             Body::AppendResponse { wal, sent_at, .. } => {
                 self.hear_position(msg.from, *wal, Some(*sent_at))
             }
@@ -489,6 +500,9 @@ impl Raft {
 
     fn advance_clock(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        // The host updates the position before each call: now it is known when it was seen.
+        self.wal_history
+            .observe(self.wal, self.now, self.config.heartbeat_interval);
     }
 
     fn check_envelope(&self, msg: &Message) -> Result<(), Dropped> {
@@ -640,7 +654,10 @@ impl Raft {
         // operator, is not judged on its WAL.
         let same_log =
             last_log_index == self.log.last_index() && last_log_term == self.log.last_term();
-        let behind = self.config.wal_aware && !transfer && same_log && wal.is_behind(&self.wal);
+        let behind = self.config.wal_aware
+            && !transfer
+            && same_log
+            && crate::preference::refuses_for_wal(&wal, &self.wal_history.reference(&self.wal));
         let free_to_vote = self.voted_for == Some(msg.from)
             || (self.voted_for.is_none() && self.leader_id.is_none())
             || (pre_vote && msg.term > self.term);

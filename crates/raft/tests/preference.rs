@@ -211,3 +211,68 @@ fn a_lone_primary_keeps_probing_with_prevotes_without_raising_its_term() {
     c.advance_ms(2 * ELECTION_MS);
     assert_eq!(leader(&c), Some(1));
 }
+
+/// Node 1 campaigns at `candidate` with node 3 cut off; node 2 votes from `voter`.
+fn wins_with_one_voter(candidate: WalPosition, voter: WalPosition) -> bool {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[candidate, voter, voter]);
+    c.isolate(3);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+    c.with_node(1, |r, now| r.campaign(now));
+    c.deliver();
+    c.node(1).role() == Role::Leader
+}
+
+#[test]
+fn a_standby_that_replayed_past_a_primarys_request_still_votes_for_it() {
+    // A primary that writes steadily: its request carries the flush position when it left, the
+    // standby has replayed more by the time it arrives. It must not refuse its own primary.
+    assert!(wins_with_one_voter(primary(1, 1_000), standby(1, 1_010)));
+    // A standby behind another standby is still refused.
+    assert!(!wins_with_one_voter(standby(1, 1_000), standby(1, 1_010)));
+}
+
+#[test]
+fn standbys_of_a_live_primary_judge_a_candidate_against_their_replay_a_heartbeat_ago() {
+    // Node 2 replays on while node 1's request is on its way: compared with where node 2 was a
+    // heartbeat interval before, node 1 (105) is level; one behind that (95) is still refused.
+    for (candidate_lsn, wins) in [(105, true), (95, false)] {
+        let mut c = TestCluster::new(3);
+        c.isolate(3);
+        place(
+            &mut c,
+            &[standby(1, candidate_lsn), standby(1, 100), standby(1, 0)],
+        );
+        // Past the start blackout; the host updates node 2's position before each call.
+        c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+        c.with_node(2, |r, now| r.tick(now));
+        c.now = c.now + pg_leader_raft::Duration::from_millis(HEARTBEAT_MS / 2);
+        c.with_node(2, |r, now| {
+            r.set_wal_position(standby(1, 110));
+            r.tick(now)
+        });
+        c.now = c.now + pg_leader_raft::Duration::from_millis(HEARTBEAT_MS / 10);
+        c.with_node(1, |r, now| r.campaign(now));
+        c.deliver();
+        assert_eq!(
+            c.node(1).role() == Role::Leader,
+            wins,
+            "candidate at {candidate_lsn}"
+        );
+    }
+}
+
+#[test]
+fn standbys_that_make_way_for_a_primary_that_cannot_win_still_elect_one_of_them() {
+    // Node 1 is heard by everyone but hears no one: its requests keep the standbys' first wait
+    // going, but only up to 5 T after their start; then they elect one of themselves.
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 100)]);
+    c.cut.insert((2, 1));
+    c.cut.insert((3, 1));
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), None, "still making way");
+    c.advance_ms(2 * ELECTION_MS);
+    let l = leader(&c).expect("a standby leads");
+    assert_ne!(l, 1);
+}
