@@ -6,17 +6,20 @@
 //! replay position. The replay position (not the receive position) is what a standby has
 //! applied: a standby with replay paused or far behind counts as behind, since promoting it
 //! would first have to replay, or would lose, everything after it. The system identifier comes
-//! along: a witness is a database system of its own, whose WAL says nothing of the others'.
+//! along: a witness is a database system of its own, whose WAL says nothing of the others'. So
+//! does whether the server is in recovery: leadership goes to the writable primary.
 
 use pg_leader_raft::WalPosition;
 use pgrx::pg_sys;
 
 pub fn current_position() -> WalPosition {
     let mut timeline: pg_sys::TimeLineID = 0;
+    // SAFETY: reads a flag in shared memory; callable by any process attached to it.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
     // SAFETY: both functions only read XLogCtl/XLogRecoveryCtl under their spinlocks; they are
     // meant to be called by any process attached to shared memory.
     let lsn = unsafe {
-        if pg_sys::RecoveryInProgress() {
+        if in_recovery {
             pg_sys::GetXLogReplayRecPtr(&mut timeline)
         } else {
             pg_sys::GetFlushRecPtr(&mut timeline)
@@ -28,5 +31,6 @@ pub fn current_position() -> WalPosition {
         system,
         timeline,
         lsn,
+        in_recovery,
     }
 }

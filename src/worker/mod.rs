@@ -683,7 +683,7 @@ impl Node {
         p.commit_index = status.commit_index.0;
         p.lease_deadline_us = status.lease_deadline.map_or(0, |d| d.as_micros());
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
-        p.set_error(None);
+        p.set_error(status.not_preferred.map(|r| r.to_string()).as_deref());
         // SAFETY: getpid cannot fail.
         p.worker_pid = unsafe { libc::getpid() };
         let (membership, membership_index) = self.raft.membership();
