@@ -808,10 +808,12 @@ impl Raft {
         self.ready.committed.extend(newly);
     }
 
-    /// A fresh election deadline: at least `T` from now and past every promise this node made,
-    /// plus a wait drawn from [0, T) at microsecond resolution (coarse draws cause split votes).
-    /// With equal timings that is the usual [T, 2T) after the last heartbeat; with a leader on a
-    /// longer timeout, the followers spread out over `T` after their promises end.
+    /// A fresh election deadline: at least `T` from now and past every promise this node made
+    /// (campaigning is voting for itself), plus a wait drawn from [0, T) at microsecond
+    /// resolution (coarse draws cause split votes). With equal timings that is the usual [T, 2T)
+    /// after the last heartbeat; with a leader on a longer timeout, the followers spread out over
+    /// `T` after their promises end. Every deadline comes from here, and a promise only grows
+    /// where the timer is reset (a heartbeat, a start), so no timeout fires while promised.
     fn next_election_deadline(&mut self) -> Instant {
         let t = self.config.election_timeout;
         let spread = Duration::from_micros(self.rng.uniform(0, t.as_micros()));

@@ -180,3 +180,41 @@ fn the_drift_margin_covers_clocks_five_percent_apart() {
     }
     assert_eq!(successor, Some(2));
 }
+
+#[test]
+fn an_acknowledgement_counts_for_the_promise_it_echoes_not_the_one_asked_for_now() {
+    // The leader reloads T from 1 s to 10 s; its first 10 s heartbeats are lost, and answers to
+    // the 1 s ones arrive late. They stand for 1 s promises.
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.advance_ms(HEARTBEAT_MS / 2);
+    let sent_at = c.local(1);
+    c.with_node(1, |r, _| {
+        r.set_timing(
+            Duration::from_millis(HEARTBEAT_MS),
+            Duration::from_millis(10 * ELECTION_MS),
+        )
+        .unwrap()
+    });
+    c.isolate(1);
+    c.advance_ms(HEARTBEAT_MS);
+    let term = c.node(1).term();
+    for from in [2, 3] {
+        let late = pg_leader_raft::Message {
+            from: id(from),
+            to: id(1),
+            term,
+            body: pg_leader_raft::Body::AppendResponse {
+                success: true,
+                match_index: c.node(1).log().last_index(),
+                reject_hint: c.node(1).log().last_index(),
+                sent_at,
+                lease: Duration::from_millis(ELECTION_MS),
+                can_lead: true,
+            },
+        };
+        c.with_node(1, |r, now| r.step(late, now)).unwrap();
+    }
+    let one_second = pg_leader_raft::lease_for(Duration::from_millis(ELECTION_MS));
+    assert_eq!(c.node(1).lease_deadline(), Some(sent_at + one_second));
+}

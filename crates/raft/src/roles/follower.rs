@@ -19,14 +19,10 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
     }
 }
 
+/// The election deadline is never before the end of a promise this node made (see
+/// `Raft::reset_election_timer`), so a timeout here never breaks one.
 pub(crate) fn tick(r: &mut Raft) {
     if r.now < r.election_deadline {
-        return;
-    }
-    if r.promised() {
-        // The timer ran out before a promise this node made (a timing reload may move the timer
-        // closer): campaigning is voting for itself, so wait for the promise first.
-        r.reset_election_timer();
         return;
     }
     if r.may_campaign() {
