@@ -2,17 +2,18 @@
 //! (`preference`) is the exception.
 //!
 //! Only the moment a server campaigns changes here; every vote rule stays (design.md, traps): a
-//! server that started grants no vote for one minimum election timeout `T`, and no server
-//! campaigns before its own promise to a leader ends (`votes_refused_until`), since its own vote
-//! would otherwise count for a new leader while the old lease may hold.
+//! server that started grants no vote and does not campaign before its start blackout ends
+//! (`promised_until`: at least `T`), and no server campaigns before its own promise to a leader
+//! ends, since its own vote would otherwise count for a new leader while the old lease may hold.
+//! Every deadline set here is past `promised_until`.
 //!
 //! - At start, once the host tells what the server is: a primary campaigns when every server
-//!   started at the same moment is past its start blackout, whatever the clock rates (`T` plus
-//!   twice the drift margin); a standby first waits half a timeout more than usual, drawn from
-//!   `[1.5T, 2.5T)`. Unknown positions keep the usual draw.
+//!   started at the same moment is past its start blackout, whatever the clock rates (its own
+//!   blackout plus twice the drift margin of `T`); a standby first waits half a timeout more than
+//!   usual, `[T/2, 3T/2)` after its blackout. Unknown positions keep the usual draw.
 //! - A preferred primary with no leader to follow, and no vote given to another server in the
 //!   term, retries its PreVote after `[T/4, T/2)` instead of `[T, 2T)`, but never before its
-//!   own promise ends. A PreVote raises no one's term, so frequent probes disturb no one; without
+//!   promises end. A PreVote raises no one's term, so frequent probes disturb no one; without
 //!   PreVote each retry would raise the term, so the usual draw stays.
 //! - A standby still in its first wait that hears a request from a preferred primary whose log
 //!   it would accept waits `[T/2, T)` more from then, so that the primary, probing more often,
@@ -21,6 +22,7 @@
 //!   first campaign, never their later ones.
 //! - Everything else draws from `[T, 2T)` at microsecond resolution, as before.
 
+use crate::lease::drift_margin;
 use crate::message::WalPosition;
 use crate::preference::assess;
 use crate::raft::Raft;
@@ -28,15 +30,14 @@ use crate::ready::Role;
 use crate::types::{Duration, Instant, LogIndex, Term};
 
 impl Raft {
-    /// The end of the next election wait, from now.
-    pub(crate) fn next_election_deadline(&mut self) -> Instant {
-        let t = self.config.election_timeout.as_micros();
-        if self.campaigns_early() {
-            let wait = Duration::from_micros(self.rng.uniform(t / 4, t / 2));
-            (self.now + wait).max(self.votes_refused_until)
-        } else {
-            self.now + Duration::from_micros(self.rng.uniform(t, 2 * t))
+    /// The end of a shorter election wait, for a primary with no leader; `None` for the usual.
+    pub(crate) fn early_campaign_deadline(&mut self) -> Option<Instant> {
+        if !self.campaigns_early() {
+            return None;
         }
+        let t = self.config.election_timeout.as_micros();
+        let wait = Duration::from_micros(self.rng.uniform(t / 4, t / 2));
+        Some((self.now + wait).max(self.promised_until))
     }
 
     fn campaigns_early(&self) -> bool {
@@ -53,13 +54,15 @@ impl Raft {
         if !self.first_wait || self.role() != Role::Follower || !self.wal.known() {
             return;
         }
-        let t = self.config.election_timeout.as_micros();
+        let t = self.config.election_timeout;
         let wait = if self.is_preferred_primary() && self.may_campaign() {
-            t + 2 * self.config.lease_drift_margin.as_micros()
+            let margin = drift_margin(t);
+            margin + margin
         } else {
-            self.rng.uniform(t + t / 2, 2 * t + t / 2)
+            let t = t.as_micros();
+            Duration::from_micros(self.rng.uniform(t / 2, t + t / 2))
         };
-        self.election_deadline = self.started_at + Duration::from_micros(wait);
+        self.election_deadline = self.promised_until.max(self.started_at + t) + wait;
     }
 
     /// A vote request arrived: a standby in its first wait makes way for a preferred primary.
