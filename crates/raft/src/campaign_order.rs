@@ -48,8 +48,9 @@ impl Raft {
             && self.is_preferred_primary()
     }
 
-    /// Called when the host first says what this server is (or a standby is promoted): while
-    /// the node still waits out its first timeout after starting, that wait is redrawn by role.
+    /// Called when what the host says of this server changes (known at last, or out of
+    /// recovery): while the node still waits out its first timeout after starting, that wait
+    /// is redrawn by role.
     pub(crate) fn standing_changed(&mut self) {
         if !self.first_wait || self.role() != Role::Follower || !self.wal.known() {
             return;
