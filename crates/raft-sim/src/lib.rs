@@ -4,6 +4,8 @@
 pub mod checker;
 pub mod clock;
 pub mod cluster;
+pub mod faults;
 pub mod network;
+pub mod promises;
 pub mod scenario;
 pub mod soak;

@@ -1,10 +1,16 @@
 //! raft-soak: runs many simulated seeds of the Raft core under faults and prints the figures.
 //!
 //!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
-//!             [--election-timeout MS] [--fault-phase MS]
-//!   raft-soak --seed S [--trace]      replay one seed exactly
+//!             [--election-timeout MS] [--fault-phase MS] [--margin-divisor D]
+//!             [--monotonic-suspend] [--only-old-faults]
+//!   raft-soak --seed S [--trace]      replay one seed exactly (with the same options)
+//!
+//! `--monotonic-suspend` models a lease clock that stops while the machine sleeps
+//! (`CLOCK_MONOTONIC`); `--only-old-faults` turns off every fault of `Faults` (the simulator as
+//! it was before them); `--margin-divisor 11` shortens the lease drift margin to T/11.
 
 use pg_leader_raft::Duration;
+use pg_leader_raft_sim::faults::Faults;
 use pg_leader_raft_sim::scenario::{run_seed, Options};
 use pg_leader_raft_sim::soak::run_seeds;
 use std::process::ExitCode;
@@ -32,8 +38,13 @@ fn main() -> ExitCode {
             "--election-timeout" => options.election_timeout = Duration::from_millis(value(i)),
             "--fault-phase" => options.max_fault_phase = value(i) * 1000,
             "--seed" => single = Some(value(i)),
-            "--trace" => {
-                options.trace = true;
+            "--margin-divisor" => options.margin_divisor = value(i).max(1),
+            "--trace" | "--monotonic-suspend" | "--only-old-faults" => {
+                match args[i].as_str() {
+                    "--trace" => options.trace = true,
+                    "--monotonic-suspend" => options.faults.monotonic_suspend = true,
+                    _ => options.faults = Faults::none(),
+                }
                 i += 1;
                 continue;
             }
