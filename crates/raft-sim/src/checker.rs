@@ -26,17 +26,52 @@ pub struct Checker {
     pub configurations: u64,
     /// The vote promises every server made (invariant 7).
     promises: Promises,
+    /// When each server last (re)started, in real time: a promise broken after a restart is
+    /// the restart blackout's fault.
+    started_at: HashMap<NodeId, u64>,
 }
 
-/// Where a message leaves from: its sender's clock and the message it answers, if any.
+/// Where a message leaves from: its sender's clock and what it answers, if anything.
 #[derive(Clone, Copy, Debug)]
-pub struct Sending<'a> {
+pub struct Sending {
     /// The sender's clock reading.
     pub local: Instant,
     /// Real (simulated) time.
     pub real: u64,
-    /// The message being handled when this one was produced.
-    pub answering: Option<&'a Message>,
+    /// What the message being handled when this one was produced asked.
+    pub answering: Option<Asked>,
+}
+
+/// The part of a received message that its answers are checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// AppendEntries: acknowledging it promises `lease`.
+    Append {
+        leader: NodeId,
+        term: Term,
+        sent_at: Instant,
+        lease: Duration,
+    },
+    RequestVote {
+        transfer: bool,
+    },
+}
+
+impl Asked {
+    pub fn of(msg: &Message) -> Option<Asked> {
+        match &msg.body {
+            Body::AppendEntries { sent_at, lease, .. } => Some(Asked::Append {
+                leader: msg.from,
+                term: msg.term,
+                sent_at: *sent_at,
+                lease: *lease,
+            }),
+            Body::RequestVote { transfer, .. } => Some(Asked::RequestVote {
+                transfer: *transfer,
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub type Violation = String;
@@ -131,10 +166,7 @@ impl Checker {
                 pre_vote,
                 granted: true,
             } => {
-                let handover = matches!(
-                    at.answering.map(|m| &m.body),
-                    Some(Body::RequestVote { transfer: true, .. })
-                );
+                let handover = at.answering == Some(Asked::RequestVote { transfer: true });
                 self.vote_granted(msg.from, msg.to, msg.term, *pre_vote, handover, at.local)?;
                 if *pre_vote {
                     return Ok(());
@@ -159,20 +191,15 @@ impl Checker {
             )),
             Body::AppendResponse { sent_at, .. } => {
                 // The answer to the leader's AppendEntries of its own term is the promise.
-                if let Some(Message {
-                    from,
+                if let Some(Asked::Append {
+                    leader,
                     term,
-                    body:
-                        Body::AppendEntries {
-                            sent_at: asked_at,
-                            lease,
-                            ..
-                        },
-                    ..
+                    sent_at: asked_at,
+                    lease,
                 }) = at.answering
                 {
-                    if *from == msg.to && *term == msg.term && asked_at == sent_at {
-                        self.promise_made(msg.from, *from, *term, at.local, *lease, at.real);
+                    if leader == msg.to && term == msg.term && asked_at == *sent_at {
+                        self.promise_made(msg.from, leader, term, at.local, lease, at.real);
                     }
                 }
                 Ok(())
@@ -221,7 +248,7 @@ impl Checker {
             "node {voter} granted its {}vote in term {term} to {candidate}",
             if pre_vote { "pre-" } else { "" }
         );
-        self.keeps_promises(voter, now, candidate, handover, what)
+        self.keeps_promises(voter, now, candidate, handover.then_some(term), what)
     }
 
     /// Invariant 7: no campaign (pre-vote round or election) while a promise holds, except the
@@ -234,7 +261,11 @@ impl Checker {
         now: Instant,
     ) -> Result<(), Violation> {
         let what = format!("node {node} campaigned (term {term})");
-        self.keeps_promises(node, now, node, handover, what)
+        self.keeps_promises(node, now, node, handover.then_some(term), what)
+    }
+
+    pub fn started(&mut self, node: NodeId, real: u64) {
+        self.started_at.insert(node, real);
     }
 
     /// `what` (`node` siding with `other` at its clock reading `now`) breaks no promise.
@@ -243,31 +274,44 @@ impl Checker {
         node: NodeId,
         now: Instant,
         other: NodeId,
-        handover: bool,
+        handover: Option<Term>,
         what: String,
     ) -> Result<(), Violation> {
         match self.promises.binding(node, now, other, handover) {
-            Some(p) => Err(format!(
-                "{what} {}us before its promise to leader {} of term {} ended (promise received at t={}us)",
-                p.until.as_micros() - now.as_micros(),
-                p.leader,
-                p.term,
-                p.made_at_real
-            )),
+            Some(p) => {
+                let restart = match self.started_at.get(&node) {
+                    Some(t) if *t > p.made_at_real => {
+                        format!(", restarted at t={t}us since")
+                    }
+                    _ => String::new(),
+                };
+                Err(format!(
+                    "{what} {}us before its promise to leader {} of term {} ended (promise received at t={}us{restart})",
+                    p.until.as_micros() - now.as_micros(),
+                    p.leader,
+                    p.term,
+                    p.made_at_real
+                ))
+            }
             None => Ok(()),
         }
     }
 
-    /// Lease safety, at the election itself: no server wins while another holds a valid lease.
+    /// Lease safety, at the election itself: no server wins while another holds a valid lease
+    /// of an earlier term. (A candidate of an earlier term may still count delayed votes and win
+    /// late; it can never gather acknowledgements from a majority that moved on, so no lease.)
     pub fn elected_while_leased(
         &self,
         node: NodeId,
         term: Term,
-        lease_holders: &[NodeId],
+        lease_holders: &[(NodeId, Term)],
     ) -> Result<(), Violation> {
-        match lease_holders.iter().find(|h| **h != node) {
-            Some(h) => Err(format!(
-                "node {node} was elected in term {term} while node {h} held a valid lease"
+        match lease_holders
+            .iter()
+            .find(|(h, held_in)| *h != node && *held_in < term)
+        {
+            Some((h, held_in)) => Err(format!(
+                "node {node} was elected in term {term} while node {h} held a valid lease of term {held_in}"
             )),
             None => Ok(()),
         }

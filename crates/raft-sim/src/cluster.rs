@@ -1,7 +1,7 @@
 //! A simulated cluster: nodes with their own clocks and disks, a network, and an event queue
 //! ordered by real (simulated) time. Every step ends with the safety checks.
 
-use crate::checker::{chain_hash, Checker, Sending, Violation};
+use crate::checker::{chain_hash, Asked, Checker, Sending, Violation};
 use crate::clock::NodeClock;
 use crate::faults::Exercised;
 use crate::network::Network;
@@ -179,7 +179,7 @@ pub struct Cluster {
     /// The longest election timeout any server has had: promises may last that long.
     pub longest_timeout_ever: Duration,
     /// The message being handled, so that answers can be checked against it.
-    answering: Option<Message>,
+    answering: Option<Asked>,
     /// `Exercised` bits of the faults that happened.
     pub exercised: u32,
     pub trace: bool,
@@ -355,6 +355,8 @@ impl Cluster {
         node.verified_commit = 0;
         node.incarnation += 1;
         node.raft = Some(raft);
+        let id = node.id;
+        self.checker.started(id, self.now);
         self.trace_line(i, "started from disk");
         self.after_activity(i)
     }
@@ -458,21 +460,22 @@ impl Cluster {
     }
 
     pub fn leader_with_lease(&self) -> Option<usize> {
-        self.lease_holders().first().copied()
+        (0..self.size()).find(|&i| self.answers_true(i))
     }
 
-    /// The servers that would answer true now: leaders whose lease holds on their own clock. A
-    /// sleeping machine answers nothing until it wakes.
+    /// The servers that would answer true now: leaders whose lease holds on their own clock.
     pub fn lease_holders(&self) -> Vec<usize> {
-        (0..self.size())
-            .filter(|&i| !self.is_suspended(i))
-            .filter(|&i| {
-                self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.has_lease(self.local_now(i)))
-            })
-            .collect()
+        (0..self.size()).filter(|&i| self.answers_true(i)).collect()
+    }
+
+    /// A leader whose lease holds on its own clock. A sleeping machine answers nothing until it
+    /// wakes.
+    fn answers_true(&self, i: usize) -> bool {
+        !self.is_suspended(i)
+            && self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.has_lease(self.local_now(i)))
     }
 
     /// Runs one node operation at the current moment, then handles what it produced.
@@ -526,7 +529,7 @@ impl Cluster {
                 if self.network.is_blocked(from, node) {
                     return Ok(());
                 }
-                self.answering = Some(msg.clone());
+                self.answering = Asked::of(&msg);
                 let outcome = self.act(node, |r, now| {
                     // Dropped messages are the core's business to ignore; nothing to check.
                     let _ = r.step(msg, now);
@@ -600,17 +603,15 @@ impl Cluster {
             self.pause(i, until);
         }
         let local = self.local_now(i);
-        let answering = self.answering.take();
+        let at = Sending {
+            local,
+            real: self.now,
+            answering: self.answering,
+        };
         for msg in std::mem::take(&mut ready.messages) {
-            let at = Sending {
-                local,
-                real: self.now,
-                answering: answering.as_ref(),
-            };
             self.checker.message_sent(&msg, &self.nodes[i].disk, at)?;
             self.send(msg, fsync);
         }
-        self.answering = answering;
         self.check_commit(i, &ready)?;
         self.reschedule_tick(i);
         Ok(())
@@ -670,10 +671,13 @@ impl Cluster {
                 match role {
                     Role::Candidate => self.counters.rounds_in_election += 1,
                     Role::Leader => {
-                        let holders: Vec<NodeId> = self
+                        let holders: Vec<(NodeId, Term)> = self
                             .lease_holders()
                             .into_iter()
-                            .map(|h| self.nodes[h].id)
+                            .filter_map(|h| {
+                                let term = self.nodes[h].raft.as_ref()?.term();
+                                Some((self.nodes[h].id, term))
+                            })
                             .collect();
                         self.checker.elected_while_leased(id, *term, &holders)?;
                         let node = &self.nodes[i];
@@ -746,6 +750,13 @@ impl Cluster {
     /// Lease safety: at no instant do two nodes hold a valid lease. A lease starts only at an
     /// event and only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
+        if (0..self.size())
+            .filter(|&i| self.answers_true(i))
+            .nth(1)
+            .is_none()
+        {
+            return Ok(());
+        }
         let holders = self.lease_holders();
         if holders.len() > 1 {
             let ids: Vec<NodeId> = holders.iter().map(|&h| self.nodes[h].id).collect();

@@ -82,6 +82,49 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The knobs by name, for the command line.
+    pub const NAMES: [&'static str; 14] = [
+        "mixed-timings",
+        "timing-reloads",
+        "cannot-lead",
+        "clock-rates",
+        "suspends",
+        "monotonic-suspend",
+        "late-messages",
+        "lost-writes",
+        "failed-saves",
+        "slow-fsync",
+        "wal-moves",
+        "proposals",
+        "campaign-nudges",
+        "adversarial",
+    ];
+
+    /// Turns the knob `name` (one of `NAMES`) on or off; false when there is no such knob.
+    pub fn set(&mut self, name: &str, on: bool) -> bool {
+        let knob = match name {
+            "mixed-timings" => &mut self.mixed_timings,
+            "timing-reloads" => &mut self.timing_reloads,
+            "cannot-lead" => &mut self.voters_that_cannot_lead,
+            "clock-rates" => &mut self.clock_rate_changes,
+            "suspends" => &mut self.suspends,
+            "monotonic-suspend" => &mut self.monotonic_suspend,
+            "late-messages" => &mut self.late_messages,
+            "lost-writes" => &mut self.lost_unsynced_writes,
+            "failed-saves" => &mut self.failed_saves,
+            "slow-fsync" => &mut self.slow_fsync,
+            "wal-moves" => &mut self.wal_moves,
+            "proposals" => &mut self.proposals,
+            "campaign-nudges" => &mut self.campaign_nudges,
+            "adversarial" => &mut self.adversarial,
+            _ => return false,
+        };
+        *knob = on;
+        true
+    }
+}
+
 /// A fault that happened at least once in a seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exercised {

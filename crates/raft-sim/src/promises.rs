@@ -45,20 +45,28 @@ impl Promises {
     }
 
     /// A promise of `node` that still holds at its clock reading `now` and forbids it to vote
-    /// for (or be) `other`. In a handover, promises to a leader that gave its lease up no longer
-    /// bind.
+    /// for (or be) `other`. `handover` is the term of a handover's election, if this is one: the
+    /// leader of the term before gave its lease up (when it did send TimeoutNow), and it was
+    /// elected while no earlier leader held a lease (checked then), so promises to it and to
+    /// the leaders of earlier terms no longer bind.
     pub fn binding(
         &self,
         node: NodeId,
         now: Instant,
         other: NodeId,
-        handover: bool,
+        handover: Option<Term>,
     ) -> Option<Promise> {
+        let released = |p: &Promise| match handover {
+            Some(term) => {
+                p.term.0 + 1 < term.0
+                    || (p.term.0 + 1 == term.0 && self.given_up.contains(&(p.leader, p.term)))
+            }
+            None => false,
+        };
         self.made
             .get(&node)?
             .values()
-            .filter(|p| p.until > now && p.leader != other)
-            .filter(|p| !(handover && self.given_up.contains(&(p.leader, p.term))))
+            .filter(|p| p.until > now && p.leader != other && !released(p))
             .max_by_key(|p| p.until)
             .copied()
     }

@@ -2,12 +2,13 @@
 //!
 //!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
 //!             [--election-timeout MS] [--fault-phase MS] [--margin-divisor D]
-//!             [--monotonic-suspend] [--only-old-faults]
+//!             [--monotonic-suspend] [--only-old-faults] [--with KNOB] [--without KNOB]
 //!   raft-soak --seed S [--trace]      replay one seed exactly (with the same options)
 //!
 //! `--monotonic-suspend` models a lease clock that stops while the machine sleeps
 //! (`CLOCK_MONOTONIC`); `--only-old-faults` turns off every fault of `Faults` (the simulator as
-//! it was before them); `--margin-divisor 11` shortens the lease drift margin to T/11.
+//! it was before them), `--with`/`--without` turn one on or off (see `Faults::NAMES`), in the
+//! order given; `--margin-divisor 11` shortens the lease drift margin to T/11.
 
 use pg_leader_raft::Duration;
 use pg_leader_raft_sim::faults::Faults;
@@ -39,6 +40,16 @@ fn main() -> ExitCode {
             "--fault-phase" => options.max_fault_phase = value(i) * 1000,
             "--seed" => single = Some(value(i)),
             "--margin-divisor" => options.margin_divisor = value(i).max(1),
+            "--with" | "--without" => {
+                let name = args.get(i + 1).map(String::as_str).unwrap_or("");
+                if !options.faults.set(name, args[i] == "--with") {
+                    eprintln!(
+                        "raft-soak: no fault named {name:?}; one of {:?}",
+                        Faults::NAMES
+                    );
+                    return ExitCode::from(2);
+                }
+            }
             "--trace" | "--monotonic-suspend" | "--only-old-faults" => {
                 match args[i].as_str() {
                     "--trace" => options.trace = true,
