@@ -1,20 +1,15 @@
 //! The core's parameters and the checks that keep them safe.
 //!
-//! # The lease model
-//! A follower that accepts a heartbeat promises to refuse votes to anyone else for the `lease`
-//! duration the heartbeat carries (the leader's minimum election timeout `T`), counted on its own
-//! clock from the moment it received it. A restarted node makes the same promise for `T` from its
-//! start, since it may have made one before it crashed.
-//!
-//! The leader counts its lease from the *send* time of the newest heartbeat that a majority
-//! (itself included) acknowledged, and makes it `T - lease_drift_margin` long on its own clock.
-//! Receipt is never earlier than sending, so every member of that majority refuses votes until
-//! after the lease ends as long as clock rates differ by at most a factor that the margin covers:
-//! with rates within `1 ± ρ` of real time, `margin >= 2ρT / (1 + ρ)` suffices. Any new leader
-//! needs a vote from at least one member of that majority, so no two nodes hold a lease at the
-//! same instant. The default margin is `T / 10`, which covers ρ up to 5 %; real monotonic clocks
-//! of one machine share one rate, and across machines NTP keeps them within 500 ppm.
+//! # Timings and promises
+//! `election_timeout` (`T`) is this server's own: it asks followers for a promise of `T` when it
+//! leads, draws its election timer from it, and refuses votes for at least `T` after a start. The
+//! lease arithmetic itself (see `lease`) never uses the local `T`: the leader counts each
+//! acknowledgement with the promise it carried, a follower waits for the promise it made before
+//! voting or campaigning, and a restarted server waits for the longest promise it may have made
+//! (kept in `HardState`). Servers may therefore run with different timings, and change them at any
+//! moment (`Raft::set_timing`).
 
+use crate::lease::lease_for;
 use crate::membership::Membership;
 use crate::types::{Duration, NodeId};
 use std::collections::BTreeMap;
@@ -34,10 +29,9 @@ pub struct Config {
     pub can_lead: bool,
     /// How often the leader sends AppendEntries (heartbeats).
     pub heartbeat_interval: Duration,
-    /// The minimum election timeout `T`; each wait is drawn anew from `[T, 2T)`.
+    /// The minimum election timeout `T`: the promise this server asks for when it leads, and
+    /// its election timer, drawn anew from `[T, 2T)` once any promise it made has ended.
     pub election_timeout: Duration,
-    /// How much shorter than `T` the leader's lease is, to cover clock-rate differences.
-    pub lease_drift_margin: Duration,
     /// Probe with PreVote before raising the term (thesis §9.6).
     pub pre_vote: bool,
     /// A leader that has not heard from a majority within `T` steps down (thesis §6.2).
@@ -52,15 +46,13 @@ impl Config {
     /// A configuration with the defaults of `pg_leader.heartbeat_interval` (100 ms) and
     /// `pg_leader.election_timeout` (1000 ms).
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
-        let election_timeout = Duration::from_millis(1000);
         Config {
             id,
             voters,
             addresses: BTreeMap::new(),
             can_lead: true,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout,
-            lease_drift_margin: default_margin(election_timeout),
+            election_timeout: Duration::from_millis(1000),
             pre_vote: true,
             check_quorum: true,
             max_entries_per_message: 64,
@@ -68,11 +60,10 @@ impl Config {
         }
     }
 
-    /// Sets both timings and the default margin that goes with them.
+    /// Sets both timings.
     pub fn with_timing(mut self, heartbeat: Duration, election_timeout: Duration) -> Config {
         self.heartbeat_interval = heartbeat;
         self.election_timeout = election_timeout;
-        self.lease_drift_margin = default_margin(election_timeout);
         self
     }
 
@@ -98,19 +89,16 @@ impl Config {
                 election_timeout: self.election_timeout,
             });
         }
-        if self.lease_drift_margin >= self.election_timeout {
-            return Err(ConfigError::MarginTooLarge);
-        }
         if self.max_entries_per_message == 0 {
             return Err(ConfigError::ZeroBatch);
         }
         Ok(())
     }
 
-    /// How long the leader's lease lasts past the send time of a majority-acknowledged heartbeat.
+    /// How long this server's lease lasts past the send time of a heartbeat a majority
+    /// acknowledged, once every acknowledgement carries the promise it asks for now.
     pub fn lease_duration(&self) -> Duration {
-        self.election_timeout
-            .saturating_sub(self.lease_drift_margin)
+        lease_for(self.election_timeout)
     }
 
     /// The configuration the node starts from while its log holds none.
@@ -123,10 +111,6 @@ impl Config {
     }
 }
 
-fn default_margin(election_timeout: Duration) -> Duration {
-    Duration::from_micros(election_timeout.as_micros() / 10)
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError {
     DuplicateVoter(NodeId),
@@ -136,7 +120,6 @@ pub enum ConfigError {
         heartbeat: Duration,
         election_timeout: Duration,
     },
-    MarginTooLarge,
     ZeroBatch,
 }
 
@@ -150,9 +133,6 @@ impl fmt::Display for ConfigError {
                 f,
                 "the heartbeat interval ({heartbeat}) must be at most half the election timeout ({election_timeout})"
             ),
-            ConfigError::MarginTooLarge => {
-                write!(f, "the lease drift margin must be shorter than the election timeout")
-            }
             ConfigError::ZeroBatch => write!(f, "at least one entry must fit in a message"),
         }
     }
@@ -209,13 +189,6 @@ mod tests {
                     heartbeat: Duration::from_millis(600),
                     election_timeout: Duration::from_millis(1000),
                 },
-            ),
-            (
-                Config {
-                    lease_drift_margin: Duration::from_millis(1000),
-                    ..base.clone()
-                },
-                ConfigError::MarginTooLarge,
             ),
             (
                 Config {

@@ -2,12 +2,13 @@
 //!
 //! No I/O, no clock, no global randomness: messages and ticks go in, and a [`Ready`] comes out
 //! with what to persist, what to send and what was committed. Everything can be replayed from a
-//! seed. See `config` for the lease model that `pg_leader_is_leader()` relies on.
+//! seed. See `lease` for the lease model that `pg_leader_is_leader()` relies on.
 //!
 //! The role selects the step and tick functions through function pointers; `become_*` in
 //! [`raft`] sets role, step and tick together, and refuses illegal transitions loudly.
 
 pub mod config;
+pub mod lease;
 pub mod log;
 pub mod membership;
 pub mod message;
@@ -20,6 +21,7 @@ mod roles;
 pub mod types;
 
 pub use config::{Config, ConfigError};
+pub use lease::{drift_margin, lease_for, MAX_CLOCK_DRIFT_PPM};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};

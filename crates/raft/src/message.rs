@@ -6,7 +6,7 @@ use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever `Message` or `Entry` change shape on the wire.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// How far a server's data goes: its PostgreSQL timeline and WAL position (flush LSN on a
 /// primary, replay LSN on a standby). Zero means unknown. Opaque to Raft's own rules: it only
@@ -108,8 +108,9 @@ pub enum Body {
         /// The leader's clock when it sent this; echoed back so the leader knows which of its
         /// heartbeats a follower has seen (the lease is counted from the send time).
         sent_at: Instant,
-        /// How long the receiver must refuse votes to other candidates after receiving this.
-        /// The leader's lease is shorter than this by the drift margin.
+        /// How long the receiver must refuse votes to other candidates, and not campaign, after
+        /// receiving this: the sender's election timeout. The leader counts it, less the drift
+        /// margin, from `sent_at` (see `lease`).
         lease: Duration,
     },
     AppendResponse {
@@ -119,6 +120,10 @@ pub enum Body {
         /// On failure the follower's last index, to skip back quickly.
         reject_hint: LogIndex,
         sent_at: Instant,
+        /// The promise made on receiving the AppendEntries this answers: its `lease` echoed, or
+        /// zero when none was made (an answer to a stale term). The leader's lease counts this
+        /// one, not whatever its own settings say now.
+        lease: Duration,
         /// False when the follower must never lead (`Config::can_lead`): the leader then never
         /// picks it for a handover.
         can_lead: bool,

@@ -1,7 +1,7 @@
 //! Leader-only state: what the leader knows of each follower, and a handover in progress.
 //! It exists only while leading (`Raft::leader` is `None` otherwise).
 
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{Duration, Instant, LogIndex, NodeId};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -10,8 +10,12 @@ pub struct Progress {
     pub next: LogIndex,
     /// The highest entry known to be replicated on the follower.
     pub matched: LogIndex,
-    /// Send time of the newest AppendEntries the follower acknowledged: the base of the lease.
+    /// Send time of the newest AppendEntries the follower acknowledged.
     pub acked_sent_at: Option<Instant>,
+    /// The latest moment, on this leader's clock, until which the follower keeps a promise it
+    /// acknowledged: the send time plus the promise echoed, less its drift margin. The lease is
+    /// built from these.
+    pub promised_until: Option<Instant>,
     /// When the leader last heard anything from it in this term: for CheckQuorum.
     pub last_heard: Instant,
     /// What the follower said of itself in its last answer (`Config::can_lead`).
@@ -24,6 +28,7 @@ impl Progress {
             next: last_index.next(),
             matched: LogIndex(0),
             acked_sent_at: None,
+            promised_until: None,
             last_heard: now,
             can_lead: true,
         }
@@ -55,6 +60,9 @@ pub struct LeaderState {
     pub since: Instant,
     /// Send time of the last heartbeat round: the leader's own acknowledgement.
     pub last_broadcast: Instant,
+    /// The longest promise this leader has asked for in this term: an echo claiming more was
+    /// not asked for and counts for no more.
+    pub longest_promise_asked: Duration,
     pub transfer: Option<Transfer>,
     /// When the commit index last moved: a follower that acknowledged a message sent after it
     /// knows that commit index.
@@ -72,6 +80,7 @@ impl LeaderState {
             next_heartbeat: now,
             since: now,
             last_broadcast: now,
+            longest_promise_asked: Duration::ZERO,
             transfer: None,
             commit_advanced_at: now,
         }

@@ -2,6 +2,7 @@
 //! role's own step function, and the `become_*` transitions that set role, step and tick together.
 
 use crate::config::{Config, ConfigError};
+use crate::lease::lease_for;
 use crate::log::RaftLog;
 use crate::membership::{apply_change, ChangeError, MemberRole, Membership, MembershipChange};
 use crate::message::{Body, EntryData, Message, WalPosition};
@@ -39,8 +40,11 @@ pub struct Raft {
     /// The latest moment the node has been told about; never moves back.
     pub(crate) now: Instant,
     pub(crate) election_deadline: Instant,
-    /// Leader stickiness: no vote for anyone before this moment, except for a handover.
-    pub(crate) votes_refused_until: Instant,
+    /// The end of the promises this node made (leader stickiness, the restart blackout): no vote
+    /// for anyone else and no campaign before this moment, except for a handover.
+    pub(crate) promised_until: Instant,
+    /// The longest promise that may still run, as made durable (`HardState::longest_promise`).
+    pub(crate) longest_promise: Duration,
     /// This server's data position, told by the host (`set_wal_position`).
     pub(crate) wal: WalPosition,
     pub(crate) last_leader_contact: Option<Instant>,
@@ -126,7 +130,9 @@ impl Raft {
     /// Starts a node from what it had made durable (empty on first boot).
     ///
     /// Every start is a restart: the node may have promised a leader not to vote before it
-    /// crashed, and has forgotten when. It therefore refuses votes for one election timeout.
+    /// crashed, and has forgotten when. It therefore refuses votes, and does not campaign, for
+    /// the longest promise it may have made (`HardState::longest_promise`), and at least one
+    /// election timeout of its own.
     pub fn new(
         config: Config,
         persisted: PersistedState,
@@ -149,7 +155,8 @@ impl Raft {
             rng,
             now,
             election_deadline: now,
-            votes_refused_until: now,
+            promised_until: now,
+            longest_promise: persisted.hard_state.longest_promise,
             wal: WalPosition::default(),
             last_leader_contact: None,
             leader: None,
@@ -157,7 +164,7 @@ impl Raft {
             lease_deadline: None,
             ready: Ready::default(),
         };
-        raft.votes_refused_until = now + raft.config.election_timeout;
+        raft.promised_until = now + raft.config.election_timeout.max(raft.longest_promise);
         raft.refresh_membership();
         raft.become_follower(raft.term, None, Cause::Start);
         Ok(raft)
@@ -208,10 +215,11 @@ impl Raft {
         std::mem::take(&mut self.ready)
     }
 
-    /// Starts an election now (tests, and an operator's nudge).
+    /// Starts an election now (tests, and an operator's nudge), unless this node must not: it
+    /// leads, cannot lead, or still keeps a promise not to (a vote for itself is a vote).
     pub fn campaign(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.role != Role::Leader && self.may_campaign() {
+        if self.role != Role::Leader && self.may_start_election() {
             self.start_campaign(Cause::ElectionTimeout);
         }
     }
@@ -356,8 +364,13 @@ impl Raft {
         self.send(from, self.term, Body::ChangeAnswer { outcome });
     }
 
-    /// Changes the timings (a reload). Safe at any moment: each heartbeat carries the promise
-    /// its receiver makes, so nodes with different timings never disagree on a lease.
+    /// Changes the timings (a reload). Safe at any moment, on any subset of the servers: no lease
+    /// arithmetic uses the local election timeout. A heartbeat asks for the sender's current
+    /// timeout and its acknowledgement echoes the promise made, which is what the leader counts
+    /// (so a longer timeout lengthens the lease only once acknowledgements carry it); a follower
+    /// neither votes nor campaigns before the end of the promises it made, whatever its own
+    /// timeout; and a restart waits for the longest promise made durable. The new timeout applies
+    /// to this server's next promise requests, election timer draws and restart blackouts.
     pub fn set_timing(
         &mut self,
         heartbeat: Duration,
@@ -369,9 +382,8 @@ impl Raft {
         if let Some(l) = &mut self.leader {
             l.next_heartbeat = l.next_heartbeat.min(self.now + heartbeat);
         } else {
-            self.election_deadline = self
-                .election_deadline
-                .min(self.now + self.random_election_timeout());
+            let redrawn = self.next_election_deadline();
+            self.election_deadline = self.election_deadline.min(redrawn);
         }
         Ok(())
     }
@@ -572,6 +584,7 @@ impl Raft {
                 match_index: LogIndex(0),
                 reject_hint: self.log.last_index(),
                 sent_at: *sent_at,
+                lease: Duration::ZERO,
                 can_lead: self.config.can_lead,
             },
             Body::RequestVote { pre_vote, .. } => Body::VoteResponse {
@@ -583,10 +596,33 @@ impl Raft {
         self.send(msg.from, self.term, body);
     }
 
-    /// True while this node must not vote for anyone else: it leads, heard from a live leader
-    /// within the promised time, or restarted less than an election timeout ago.
+    /// True while this node must not vote for anyone else: it leads, or a promise it made (to a
+    /// leader it heard, or the restart blackout) still runs.
     pub(crate) fn in_lease(&self) -> bool {
-        self.role == Role::Leader || self.now < self.votes_refused_until
+        self.role == Role::Leader || self.promised()
+    }
+
+    /// True while a promise this node made still runs: it must not vote for anyone else, nor
+    /// campaign, which is voting for itself (design invariant 7).
+    pub(crate) fn promised(&self) -> bool {
+        self.now < self.promised_until
+    }
+
+    /// A follower accepted a heartbeat asking for `lease`: no vote for anyone else (itself
+    /// included) for that long from now. A promise longer than any that may still run is made
+    /// durable first (the Ready carries the hard state before the acknowledgement), so that a
+    /// restart waits for it; once every longer one has ended, the durable length comes down to
+    /// this one, so that one long timeout tried once does not lengthen every later restart.
+    /// Heartbeats asking for the same promise write nothing.
+    pub(crate) fn promise(&mut self, lease: Duration) {
+        let longer_ones_ran_out = self.promised_until <= self.now + lease;
+        self.promised_until = self.promised_until.max(self.now + lease);
+        let durable_length_moves =
+            lease > self.longest_promise || (lease < self.longest_promise && longer_ones_ran_out);
+        if durable_length_moves {
+            self.longest_promise = lease;
+            self.persist_hard_state();
+        }
     }
 
     /// The vote decision (§5.2, §5.4.1, thesis §9.6), the same for every role.
@@ -605,10 +641,16 @@ impl Raft {
         // The WAL decides only between candidates Raft finds equal (the same last log entry):
         // a voter ahead in WAL but behind in the log must still elect the candidate with the
         // newer log, or neither could win. A handover target, chosen by the leader or the
-        // operator, is not judged on its WAL.
+        // operator, is not judged on its WAL. Nor is any candidate by a voter that cannot lead
+        // itself: it would refuse the only servers that can, for ever, while a majority is up
+        // (design invariant 6); the preference only picks among servers that may lead.
         let same_log =
             last_log_index == self.log.last_index() && last_log_term == self.log.last_term();
-        let behind = self.config.wal_aware && !transfer && same_log && wal.is_behind(&self.wal);
+        let behind = self.config.wal_aware
+            && !transfer
+            && same_log
+            && self.may_campaign()
+            && wal.is_behind(&self.wal);
         let free_to_vote = self.voted_for == Some(msg.from)
             || (self.voted_for.is_none() && self.leader_id.is_none())
             || (pre_vote && msg.term > self.term);
@@ -757,6 +799,7 @@ impl Raft {
         self.ready.hard_state = Some(HardState {
             term: self.term,
             voted_for: self.voted_for,
+            longest_promise: self.longest_promise,
         });
     }
 
@@ -765,14 +808,20 @@ impl Raft {
         self.ready.committed.extend(newly);
     }
 
-    fn random_election_timeout(&mut self) -> Duration {
-        let t = self.config.election_timeout.as_micros();
-        Duration::from_micros(self.rng.uniform(t, 2 * t))
+    /// A fresh election deadline: at least `T` from now and past every promise this node made
+    /// (campaigning is voting for itself), plus a wait drawn from [0, T) at microsecond
+    /// resolution (coarse draws cause split votes). With equal timings that is the usual [T, 2T)
+    /// after the last heartbeat; with a leader on a longer timeout, the followers spread out over
+    /// `T` after their promises end. Every deadline comes from here, and a promise only grows
+    /// where the timer is reset (a heartbeat, a start), so no timeout fires while promised.
+    fn next_election_deadline(&mut self) -> Instant {
+        let t = self.config.election_timeout;
+        let spread = Duration::from_micros(self.rng.uniform(0, t.as_micros()));
+        (self.now + t).max(self.promised_until) + spread
     }
 
-    /// A fresh wait drawn from [T, 2T) at microsecond resolution: coarse draws cause split votes.
     pub(crate) fn reset_election_timer(&mut self) {
-        self.election_deadline = self.now + self.random_election_timeout();
+        self.election_deadline = self.next_election_deadline();
     }
 
     pub(crate) fn majority(&self) -> usize {
@@ -819,6 +868,13 @@ impl Raft {
         self.config.can_lead && (self.membership.is_voter(self.config.id) || demoted_pending)
     }
 
+    /// Whether this node may start an election on its own now: it may campaign, and no promise
+    /// it made still runs. (TimeoutNow alone skips the promise: the leader it was made to gave up
+    /// its lease first, and any earlier leader's lease ended before that one was elected.)
+    pub(crate) fn may_start_election(&self) -> bool {
+        self.may_campaign() && !self.promised()
+    }
+
     /// Takes the last configuration in the log (the bootstrap one when there is none), and
     /// tells the host when it changed. Called whenever the log changed.
     pub(crate) fn refresh_membership(&mut self) {
@@ -856,18 +912,20 @@ impl Raft {
         });
     }
 
-    /// The lease: the send time of the newest heartbeat a majority (this node counting its own
-    /// latest round) acknowledged, plus the lease duration. See `config` for the model.
+    /// The lease: the latest moment until which a majority of the voters (this node counting
+    /// its own latest round) keep the promises their acknowledgements carried, each counted from
+    /// the send time of the heartbeat it answers, less the drift margin for that promise. See
+    /// `lease` for the model. Learners and servers joining or leaving do not count: they are not
+    /// among the voters a new leader needs.
     pub(crate) fn refresh_lease(&mut self) {
         let Some(state) = &self.leader else { return };
         if state.lease_given_up() {
             self.lease_deadline = None;
             return;
         }
-        let mut acked = self.per_voter(state, |p| p.acked_sent_at, Some(state.last_broadcast));
-        self.lease_deadline = quorum_value(&mut acked)
-            .flatten()
-            .map(|t| t + self.config.lease_duration());
+        let own = state.last_broadcast + lease_for(self.config.election_timeout);
+        let mut promised = self.per_voter(state, |p| p.promised_until, Some(own));
+        self.lease_deadline = quorum_value(&mut promised).flatten();
     }
 
     fn emit_role_change(&mut self, cause: Cause) {

@@ -10,15 +10,22 @@
 
 use crate::membership::{Membership, MembershipChange};
 use crate::message::{Entry, Message};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{Duration, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// What must survive a crash: the current term and the vote cast in it (§5.2, §5.1).
+/// What must survive a crash: the current term and the vote cast in it (§5.2, §5.1), and how
+/// long a promise not to vote this server may have made (design invariant 7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub voted_for: Option<NodeId>,
+    /// The longest promise (a heartbeat's `lease`) that may still run: after a restart the node
+    /// refuses votes and does not campaign for the longer of this and its own election timeout.
+    /// Made durable before an acknowledgement carrying a longer promise leaves; lowered (once)
+    /// only when every longer promise has ended. Zero when unknown (state written before it was
+    /// kept): the election timeout then stands alone, as it did.
+    pub longest_promise: Duration,
 }
 
 /// Everything a node restarts from.

@@ -6,21 +6,6 @@ mod common;
 use common::*;
 use pg_leader_raft::{Body, Cause, Event, LogIndex, Message, NodeId, Role, Term, WalPosition};
 
-fn vote_request(from: u32, to: u32, term: u64, pre_vote: bool, last: (u64, u64)) -> Message {
-    Message {
-        from: id(from),
-        to: id(to),
-        term: Term(term),
-        body: Body::RequestVote {
-            pre_vote,
-            last_log_index: LogIndex(last.0),
-            last_log_term: Term(last.1),
-            transfer: false,
-            wal: WalPosition::default(),
-        },
-    }
-}
-
 /// The answer node `to` sent to `from` in its last Ready.
 fn vote_answer(c: &TestCluster, voter: u32) -> Option<(Term, bool)> {
     let (_, ready) = c.readies.iter().rev().find(|(n, _)| *n == voter)?;
@@ -438,4 +423,37 @@ fn wal_aware_the_most_advanced_reachable_node_is_elected() {
         }
     }
     assert_eq!(c.leaders_with_lease(), vec![2]);
+}
+
+#[test]
+fn s5_2_a_candidates_own_vote_is_durable_before_its_requests_leave() {
+    let mut c = TestCluster::new(3);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+    c.with_node(1, |r, now| r.campaign(now));
+    // Pre-vote answers only: the real vote requests stay queued, unanswered.
+    while let Some(m) = c.queue.pop_front() {
+        if m.kind() == "RequestVote" {
+            continue;
+        }
+        c.with_node(m.to.0, |r, now| r.step(m, now).unwrap());
+    }
+    assert_eq!(c.node(1).role(), Role::Candidate);
+    let (_, ready) = c
+        .readies
+        .iter()
+        .rev()
+        .find(|(n, r)| *n == 1 && r.messages.iter().any(|m| m.kind() == "RequestVote"))
+        .unwrap();
+    let hs = ready
+        .hard_state
+        .expect("the vote for itself goes with the requests");
+    assert_eq!((hs.term, hs.voted_for), (Term(1), Some(id(1))));
+    // It crashes before any answer: restarted, it refuses anyone else in term 1.
+    c.crash(1);
+    c.restart(1);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+    c.with_node(1, |r, now| {
+        r.step(vote_request(2, 1, 1, false, (0, 0)), now).unwrap()
+    });
+    assert_eq!(vote_answer(&c, 1), Some((Term(1), false)));
 }

@@ -25,6 +25,29 @@ fn heartbeat(from: u32, to: u32, term: u64, prev: u64, lease: Duration) -> Messa
     }
 }
 
+/// A successful AppendResponse to node 1.
+fn acknowledgement(
+    from: u32,
+    term: u64,
+    matched: LogIndex,
+    sent_at: Instant,
+    lease: Duration,
+) -> Message {
+    Message {
+        from: id(from),
+        to: id(1),
+        term: Term(term),
+        body: Body::AppendResponse {
+            success: true,
+            match_index: matched,
+            reject_hint: matched,
+            sent_at,
+            lease,
+            can_lead: true,
+        },
+    }
+}
+
 /// Node 1 leads; returns the cluster and its term.
 fn led_by_node_1() -> (TestCluster, u64) {
     let mut c = TestCluster::new(3);
@@ -105,18 +128,7 @@ fn an_acknowledgement_far_ahead_does_not_move_the_commit_past_the_log() {
     let before = c.node(1).status().commit_index;
     let last = c.node(1).status().last_index;
     for from in [2, 3] {
-        let ack = Message {
-            from: id(from),
-            to: id(1),
-            term: Term(term),
-            body: Body::AppendResponse {
-                success: true,
-                match_index: LogIndex(u64::MAX),
-                reject_hint: LogIndex(u64::MAX),
-                sent_at: Instant::ZERO,
-                can_lead: true,
-            },
-        };
+        let ack = acknowledgement(from, term, LogIndex(u64::MAX), Instant::ZERO, MAX_LEASE);
         c.with_node(1, |r, now| r.step(ack, now)).unwrap();
     }
     let after = c.node(1).status().commit_index;
@@ -154,4 +166,19 @@ fn a_message_that_would_replace_a_committed_entry_is_dropped() {
     let result = c.with_node(1, |r, now| r.step(forged, now));
     assert_eq!(result, Err(Dropped::Malformed));
     assert_unchanged(&c, term);
+}
+
+#[test]
+fn an_acknowledgement_claiming_a_longer_promise_than_asked_counts_for_no_more() {
+    let (mut c, term) = led_by_node_1();
+    let sent_at = c.local(1);
+    for from in [2, 3] {
+        let ack = acknowledgement(from, term, LogIndex(0), sent_at, MAX_LEASE);
+        c.with_node(1, |r, now| r.step(ack, now)).unwrap();
+    }
+    let asked = Duration::from_millis(ELECTION_MS);
+    assert_eq!(
+        c.node(1).lease_deadline(),
+        Some(sent_at + pg_leader_raft::lease_for(asked))
+    );
 }

@@ -343,3 +343,51 @@ fn a_voter_that_missed_a_configuration_still_votes_for_the_new_voter() {
         "node 3 caught up"
     );
 }
+
+#[test]
+fn a_change_waits_for_an_entry_of_the_leaders_term_or_two_disjoint_majorities_commit() {
+    // Ongaro's single-server change bug (raft-dev, 2015), with removals. Node 1 leads {1,2,3,4},
+    // starts removing 4 (then {1,2,3} vote: 2 of them decide), stores it alone and crashes.
+    // Node 2 wins term 2 with 3 and 4, and node 3 hears no more of it. Were node 2 to remove 3
+    // at once ({1,2,4}: 2 and 4 commit it), node 1 could come back and win with node 3 alone,
+    // a majority of its configuration disjoint from {2,4}, and lose what they committed.
+    let mut c = TestCluster::new(4);
+    c.elect(1);
+    c.advance_ms(HEARTBEAT_MS + 1);
+    c.isolate(1);
+    c.with_node(1, |r, now| r.propose_change(&remove(4), now))
+        .unwrap();
+    c.crash(1);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(2 * ELECTION_MS);
+    c.with_node(2, |r, now| r.campaign(now));
+    while c.node(2).role() != Role::Leader {
+        let m = c.queue.pop_front().expect("the campaign goes on");
+        c.with_node(m.to.0, |r, now| {
+            let _ = r.step(m, now);
+        });
+    }
+    c.cut.insert((2, 3));
+    c.cut.insert((3, 2));
+    c.queue.retain(|m| (m.from.0, m.to.0) != (2, 3));
+    c.deliver();
+    let _ = c.with_node(2, |r, now| r.propose_change(&remove(3), now));
+    c.advance_ms(HEARTBEAT_MS);
+    let committed = c.node(2).log().committed().0 as usize;
+    let committed_by_2 = c.node(2).log().entries()[..committed].to_vec();
+    c.crash(2);
+    c.heal();
+    c.isolate(4);
+    c.restart(1);
+    for _ in 0..10 * ELECTION_MS {
+        if c.node(1).role() == Role::Leader {
+            break;
+        }
+        c.advance_ms(1);
+    }
+    assert_eq!(c.node(1).role(), Role::Leader, "1 and 3 elect");
+    assert_eq!(
+        c.node(1).log().entries()[..committed],
+        committed_by_2[..],
+        "the new leader holds every committed entry (§5.4)"
+    );
+}

@@ -140,6 +140,7 @@ fn s5_4_2_entries_of_earlier_terms_commit_only_under_a_current_term_entry() {
             match_index: LogIndex(match_index),
             reject_hint: LogIndex(match_index),
             sent_at: c.now,
+            lease: pg_leader_raft::Duration::from_millis(ELECTION_MS),
             can_lead: true,
         },
     };

@@ -4,11 +4,15 @@
 //! magic "PGLS" | format u8 | length u32 | payload (bincode) | SHA-256 of all before it
 //! ```
 //! The payload holds the cluster name and node id it belongs to, the boot epoch, and the core's
-//! `PersistedState` (term, vote, log). Every save writes `pg_leader.state.tmp`, fsyncs it,
+//! `PersistedState` (term, vote, longest promise, log). Format 2 added the longest promise; a
+//! format 1 file (written before) is still read, with the promise unknown (zero: the core then
+//! waits its own election timeout after a start, as it did), and is rewritten as format 2. Every save writes `pg_leader.state.tmp`, fsyncs it,
 //! renames it over the old file and fsyncs the directory, so a crash leaves either the old or the
 //! new state, never a mix. A file that fails its checksum, or that belongs to another node or
 //! cluster (copied by pg_basebackup or pg_rewind), is refused with a reason: the node then does
 //! not vote rather than guess.
+
+mod format1;
 
 use pg_leader_raft::{NodeId, PersistedState, Ready};
 use serde::{Deserialize, Serialize};
@@ -21,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "pg_leader.state";
 const MAGIC: &[u8; 4] = b"PGLS";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 const HEADER: usize = 4 + 1 + 4;
 const CHECKSUM: usize = 32;
 /// The log holds a no-op per term and rare commands; 64 MiB is far beyond any real state.
@@ -182,11 +186,16 @@ impl Storage {
 fn encode(stored: &Stored) -> Vec<u8> {
     let payload =
         bincode::serde::encode_to_vec(stored, bincode_config()).expect("state always encodes");
+    frame(FORMAT, &payload)
+}
+
+/// Header, payload and checksum around an encoded payload of format `format`.
+fn frame(format: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
-    out.push(FORMAT);
+    out.push(format);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
     out
@@ -203,18 +212,23 @@ fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
     if &body[..4] != MAGIC {
         return Err("not a pg_leader state file");
     }
-    if body[4] != FORMAT {
-        return Err("unknown format version");
-    }
     let len = u32::from_be_bytes(body[5..9].try_into().expect("4 bytes")) as usize;
     if HEADER + len != body.len() {
         return Err("length mismatch");
     }
-    let (stored, used): (Stored, usize) =
-        bincode::serde::decode_from_slice(&body[HEADER..], bincode_config())
-            .map_err(|_| "undecodable")?;
-    if used != len {
+    let payload = &body[HEADER..];
+    match body[4] {
+        FORMAT => decode_payload::<Stored>(payload),
+        format1::FORMAT => decode_payload::<format1::Stored>(payload).map(Stored::from),
+        _ => Err("unknown format version"),
+    }
+}
+
+fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, &'static str> {
+    let (value, used): (T, usize) =
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|_| "undecodable")?;
+    if used != payload.len() {
         return Err("trailing bytes");
     }
-    Ok(stored)
+    Ok(value)
 }

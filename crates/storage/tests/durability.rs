@@ -2,7 +2,7 @@
 //! surviving a crash between persisting and sending.
 
 use pg_leader_raft::{
-    Body, Config, Instant, LogIndex, Message, NodeId, Raft, SplitMix64, Term, WalPosition,
+    Body, Config, Duration, Instant, LogIndex, Message, NodeId, Raft, SplitMix64, Term, WalPosition,
 };
 use pg_leader_storage::{Storage, StorageError, STATE_FILE};
 use std::fs;
@@ -164,4 +164,54 @@ fn an_unwritable_directory_is_an_error_and_loses_nothing() {
     fs::remove_dir(dir.path().join(format!("{STATE_FILE}.tmp"))).unwrap();
     storage.save(&ready).unwrap();
     assert_eq!(storage.persisted().hard_state.term, Term(5));
+}
+
+#[test]
+fn a_promise_longer_than_the_election_timeout_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let promise = Duration::from_millis(10_000);
+    let heartbeat = Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(1),
+        body: Body::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: vec![],
+            leader_commit: LogIndex(0),
+            sent_at: Instant::ZERO,
+            lease: promise,
+        },
+    };
+    let heard = Instant::from_micros(5_000_000);
+    {
+        let mut storage = Storage::open(dir.path(), "prod", NodeId(2)).unwrap();
+        let mut raft = Raft::new(
+            config(2),
+            storage.persisted().clone(),
+            Box::new(SplitMix64::new(1)),
+            Instant::ZERO,
+        )
+        .unwrap();
+        raft.step(heartbeat, heard).unwrap();
+        storage.save(&raft.take_ready()).unwrap();
+    }
+    let storage = Storage::open(dir.path(), "prod", NodeId(2)).unwrap();
+    assert_eq!(storage.persisted().hard_state.longest_promise, promise);
+    let restarted = heard + Duration::from_millis(1);
+    let mut raft = Raft::new(
+        config(2),
+        storage.persisted().clone(),
+        Box::new(SplitMix64::new(2)),
+        restarted,
+    )
+    .unwrap();
+    raft.step(
+        vote_request(3, 2),
+        restarted + promise - Duration::from_micros(1),
+    )
+    .unwrap();
+    assert_eq!(granted(&raft.take_ready().messages), None, "still promised");
+    raft.step(vote_request(3, 2), restarted + promise).unwrap();
+    assert_eq!(granted(&raft.take_ready().messages), Some(true));
 }

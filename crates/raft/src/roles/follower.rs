@@ -19,6 +19,8 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
     }
 }
 
+/// The election deadline is never before the end of a promise this node made (see
+/// `Raft::reset_election_timer`), so a timeout here never breaks one.
 pub(crate) fn tick(r: &mut Raft) {
     if r.now < r.election_deadline {
         return;
@@ -49,8 +51,9 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
     };
     r.note_leader(msg.from);
     r.last_leader_contact = Some(r.now);
-    // The promise behind the leader's lease: no vote for anyone else for `lease` from now.
-    r.votes_refused_until = r.votes_refused_until.max(r.now + lease);
+    // The promise behind the leader's lease: no vote for anyone else for `lease` from now. It is
+    // made whether or not the entries fit our log, since every answer below counts for the lease.
+    r.promise(lease);
     r.reset_election_timer();
     let body = match r.log.try_append(prev_log_index, prev_log_term, &entries) {
         Ok((last_new, changed)) => {
@@ -67,6 +70,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
                 match_index: last_new,
                 reject_hint: last_new,
                 sent_at,
+                lease,
                 can_lead: r.config.can_lead,
             }
         }
@@ -75,6 +79,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
             match_index: crate::types::LogIndex(0),
             reject_hint: mismatch.last_index,
             sent_at,
+            lease,
             can_lead: r.config.can_lead,
         },
     };

@@ -1,12 +1,13 @@
 //! The leader: heartbeats, replication, commit, CheckQuorum, the lease and handovers.
 
+use crate::lease::lease_for;
 use crate::membership::MemberRole;
 use crate::message::{Body, EntryData, Message};
 use crate::progress::{LeaderState, TransferPhase};
 use crate::quorum::quorum_value;
 use crate::raft::Raft;
 use crate::ready::{Cause, Event};
-use crate::types::{Instant, LogIndex, NodeId};
+use crate::types::{Duration, Instant, LogIndex, NodeId};
 
 /// The entries of one AppendEntries take at most this many bytes, well inside a datagram.
 const MAX_ENTRY_BYTES: usize = 16 * 1024;
@@ -18,6 +19,7 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             match_index,
             reject_hint,
             sent_at,
+            lease,
             can_lead,
         } => {
             if let Some(p) = r
@@ -27,7 +29,14 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             {
                 p.can_lead = can_lead;
             }
-            handle_append_response(r, msg.from, success, match_index, reject_hint, sent_at)
+            let answer = Answer {
+                success,
+                match_index,
+                reject_hint,
+                sent_at,
+                lease,
+            };
+            handle_append_response(r, msg.from, answer)
         }
         Body::ChangeRequest { change } => r.answer_change_request(msg.from, change),
         Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
@@ -104,35 +113,58 @@ fn send_append(r: &mut Raft, peer: NodeId) {
     let entries = r
         .log
         .slice_bounded(p.next, r.config.max_entries_per_message, MAX_ENTRY_BYTES);
+    let lease = r.config.election_timeout;
     let body = Body::AppendEntries {
         prev_log_index: prev,
         prev_log_term: prev_term,
         entries,
         leader_commit: r.log.committed(),
         sent_at: r.now,
-        lease: r.config.election_timeout,
+        lease,
     };
+    if let Some(state) = r.leader.as_mut() {
+        state.longest_promise_asked = state.longest_promise_asked.max(lease);
+    }
     r.send(peer, r.term, body);
 }
 
-fn handle_append_response(
-    r: &mut Raft,
-    from: NodeId,
+/// A follower's AppendResponse, as the leader reads it.
+struct Answer {
     success: bool,
     match_index: LogIndex,
     reject_hint: LogIndex,
+    /// The send time of the AppendEntries it answers.
     sent_at: Instant,
-) {
+    /// The promise the follower made on receiving it.
+    lease: Duration,
+}
+
+fn handle_append_response(r: &mut Raft, from: NodeId, answer: Answer) {
+    let Answer {
+        success,
+        match_index,
+        reject_hint,
+        sent_at,
+        lease,
+    } = answer;
     let now = r.now;
     let last_index = r.log.last_index();
-    let Some(p) = r.leader.as_mut().and_then(|l| l.progress.get_mut(&from)) else {
+    let Some(state) = r.leader.as_mut() else {
+        return;
+    };
+    let asked = state.longest_promise_asked;
+    let Some(p) = state.progress.get_mut(&from) else {
         return;
     };
     p.last_heard = now;
     // Only a time this leader actually sent can count for the lease; a bogus echo from the
-    // future is ignored.
+    // future is ignored. A refusal counts as well as a success: the follower promised either way.
+    // The promise counted is the one the follower says it made (design invariant 7), never more
+    // than this leader asked for.
     if sent_at <= now {
         p.acked_sent_at = p.acked_sent_at.max(Some(sent_at));
+        let kept_until = sent_at + lease_for(lease.min(asked));
+        p.promised_until = p.promised_until.max(Some(kept_until));
     }
     let resend = if success {
         let matched = match_index.min(last_index);

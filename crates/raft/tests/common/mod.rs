@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use pg_leader_raft::{
-    Config, Duration, Instant, Message, NodeId, PersistedState, Raft, Ready, SplitMix64,
+    Body, Config, Duration, Instant, LogIndex, Message, NodeId, PersistedState, Raft, Ready,
+    SplitMix64, Term, WalPosition,
 };
 use std::collections::{HashSet, VecDeque};
 
@@ -20,10 +21,33 @@ pub struct TestCluster {
     pub queue: VecDeque<Message>,
     /// Every Ready handled, by node, for tests that look at the order of outputs.
     pub readies: Vec<(u32, Ready)>,
+    /// How much faster (positive) or slower each node's clock runs than `now`, in parts per
+    /// million; set before time moves, so that every clock starts at `START`.
+    pub drift_ppm: Vec<i64>,
 }
+
+/// Every clock reads this at the start of a test.
+pub const START: Instant = Instant(1_000_000);
 
 pub fn id(n: u32) -> NodeId {
     NodeId(n)
+}
+
+/// A RequestVote (or PreVote) from `from` to `to` in `term`, for a log ending at `last`
+/// (index, term).
+pub fn vote_request(from: u32, to: u32, term: u64, pre_vote: bool, last: (u64, u64)) -> Message {
+    Message {
+        from: id(from),
+        to: id(to),
+        term: Term(term),
+        body: Body::RequestVote {
+            pre_vote,
+            last_log_index: LogIndex(last.0),
+            last_log_term: Term(last.1),
+            transfer: false,
+            wal: WalPosition::default(),
+        },
+    }
 }
 
 pub fn config(me: u32, n: u32) -> Config {
@@ -38,10 +62,11 @@ impl TestCluster {
         let mut c = TestCluster {
             nodes: Vec::new(),
             disks: vec![PersistedState::default(); n as usize],
-            now: Instant::from_micros(1_000_000),
+            now: START,
             cut: HashSet::new(),
             queue: VecDeque::new(),
             readies: Vec::new(),
+            drift_ppm: vec![0; n as usize],
         };
         for i in 1..=n {
             let raft = Raft::new(
@@ -63,6 +88,7 @@ impl TestCluster {
         for i in voters + 1..=voters + spares {
             c.disks.push(PersistedState::default());
             c.nodes.push(None);
+            c.drift_ppm.push(0);
             let mut members: Vec<NodeId> = (1..=voters).map(NodeId).collect();
             members.push(NodeId(i));
             let mut cfg = config(i, voters);
@@ -76,8 +102,15 @@ impl TestCluster {
         self.nodes[n as usize - 1].as_ref().expect("node is up")
     }
 
+    /// Node `n`'s own clock at the shared moment `now`.
+    pub fn local(&self, n: u32) -> Instant {
+        let elapsed = self.now.saturating_since(START).as_micros() as i128;
+        let rate = 1_000_000 + self.drift_ppm[n as usize - 1] as i128;
+        START + Duration::from_micros((elapsed * rate / 1_000_000) as u64)
+    }
+
     pub fn with_node<T>(&mut self, n: u32, op: impl FnOnce(&mut Raft, Instant) -> T) -> T {
-        let now = self.now;
+        let now = self.local(n);
         let out = op(
             self.nodes[n as usize - 1].as_mut().expect("node is up"),
             now,
@@ -123,9 +156,10 @@ impl TestCluster {
         for _ in 0..ms {
             self.now = self.now + Duration::from_millis(1);
             for n in 1..=self.nodes.len() as u32 {
+                let local = self.local(n);
                 let due = self.nodes[n as usize - 1]
                     .as_ref()
-                    .is_some_and(|r| r.next_deadline() <= self.now);
+                    .is_some_and(|r| r.next_deadline() <= local);
                 if due {
                     self.with_node(n, |r, now| r.tick(now));
                 }
@@ -174,7 +208,7 @@ impl TestCluster {
             config,
             self.disks[n as usize - 1].clone(),
             Box::new(SplitMix64::new(n as u64 + 100)),
-            self.now,
+            self.local(n),
         )
         .unwrap();
         self.nodes[n as usize - 1] = Some(raft);
@@ -186,8 +220,27 @@ impl TestCluster {
             .filter(|&n| {
                 self.nodes[n as usize - 1]
                     .as_ref()
-                    .is_some_and(|r| r.has_lease(self.now))
+                    .is_some_and(|r| r.has_lease(self.local(n)))
             })
             .collect()
     }
+}
+
+/// Runs `ms` milliseconds, checking at every one that at most one node holds a lease; returns
+/// the first node other than `old` seen holding one.
+pub fn run_checking_one_lease(c: &mut TestCluster, ms: u64, old: u32) -> Option<u32> {
+    let mut successor = None;
+    for _ in 0..ms {
+        c.advance_ms(1);
+        let holders = c.leaders_with_lease();
+        assert!(
+            holders.len() <= 1,
+            "two leases at {:?}: nodes {holders:?}",
+            c.now
+        );
+        if successor.is_none() {
+            successor = holders.into_iter().find(|&n| n != old);
+        }
+    }
+    successor
 }
