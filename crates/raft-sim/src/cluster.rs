@@ -339,8 +339,7 @@ impl Cluster {
             ..self.config_template.clone()
         }
         .with_timing(node.timing.heartbeat, node.timing.election_timeout);
-        config.lease_drift_margin =
-            Duration::from_micros(node.timing.election_timeout.as_micros() / self.margin_divisor);
+        config.lease_margin_divisor = self.margin_divisor;
         let seed = self.rng.next_u64();
         let rng: Box<dyn RandomSource> = if self.adversarial {
             Box::new(EdgeRandom(SplitMix64::new(seed)))

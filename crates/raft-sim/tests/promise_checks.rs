@@ -30,7 +30,7 @@ fn heartbeat(lease_ms: u64) -> Message {
     }
 }
 
-fn acknowledgement() -> Message {
+fn acknowledgement(lease_ms: u64) -> Message {
     Message {
         from: FOLLOWER,
         to: LEADER,
@@ -40,6 +40,7 @@ fn acknowledgement() -> Message {
             match_index: LogIndex(0),
             reject_hint: LogIndex(0),
             sent_at: ms(7),
+            lease: Duration::from_millis(lease_ms),
             can_lead: true,
         },
     }
@@ -77,6 +78,7 @@ fn disk(term: u64, voted_for: NodeId) -> PersistedState {
         hard_state: HardState {
             term: Term(term),
             voted_for: Some(voted_for),
+            longest_promise: Duration::ZERO,
         },
         entries: vec![],
     }
@@ -96,7 +98,7 @@ fn promised(lease_ms: u64) -> Checker {
     let hb = heartbeat(lease_ms);
     checker
         .message_sent(
-            &acknowledgement(),
+            &acknowledgement(lease_ms),
             &PersistedState::default(),
             at(ms(100), Some(&hb)),
         )
