@@ -50,9 +50,6 @@ pub struct Setup {
     pub timings: Vec<Timing>,
     pub can_lead: Vec<bool>,
     pub drifts: Vec<i64>,
-    /// The lease drift margin is `T / margin_divisor` (10, the product's, unless a test shows
-    /// that a smaller margin fails).
-    pub margin_divisor: u64,
     /// Election timers draw their minimum half the time; network delays sit at their edges.
     pub adversarial: bool,
     /// Suspends stop the node's clock (`CLOCK_MONOTONIC`) instead of letting it run on.
@@ -71,7 +68,6 @@ impl Setup {
             timings: vec![timing; drifts.len()],
             can_lead: vec![true; drifts.len()],
             drifts: drifts.to_vec(),
-            margin_divisor: 10,
             adversarial: false,
             monotonic_suspend: false,
         }
@@ -173,7 +169,6 @@ pub struct Cluster {
     seq: u64,
     config_template: Config,
     voters: usize,
-    margin_divisor: u64,
     adversarial: bool,
     monotonic_suspend: bool,
     /// The longest election timeout any server has had: promises may last that long.
@@ -294,7 +289,6 @@ impl Cluster {
             seq: 0,
             config_template,
             voters: setup.voters,
-            margin_divisor: setup.margin_divisor,
             adversarial: setup.adversarial,
             monotonic_suspend: setup.monotonic_suspend,
             longest_timeout_ever,
@@ -332,15 +326,13 @@ impl Cluster {
     /// Starts (or restarts) a node from its disk alone.
     pub fn start(&mut self, i: usize) -> Result<(), Violation> {
         let node = &self.nodes[i];
-        let mut config = Config {
+        let config = Config {
             id: node.id,
             voters: node.bootstrap.clone(),
             can_lead: node.can_lead,
             ..self.config_template.clone()
         }
         .with_timing(node.timing.heartbeat, node.timing.election_timeout);
-        config.lease_drift_margin =
-            Duration::from_micros(node.timing.election_timeout.as_micros() / self.margin_divisor);
         let seed = self.rng.next_u64();
         let rng: Box<dyn RandomSource> = if self.adversarial {
             Box::new(EdgeRandom(SplitMix64::new(seed)))

@@ -30,7 +30,7 @@ fn heartbeat(lease_ms: u64) -> Message {
     }
 }
 
-fn acknowledgement() -> Message {
+fn acknowledgement(lease_ms: u64) -> Message {
     Message {
         from: FOLLOWER,
         to: LEADER,
@@ -40,6 +40,7 @@ fn acknowledgement() -> Message {
             match_index: LogIndex(0),
             reject_hint: LogIndex(0),
             sent_at: ms(7),
+            lease: Duration::from_millis(lease_ms),
             can_lead: true,
         },
     }
@@ -77,6 +78,7 @@ fn disk(term: u64, voted_for: NodeId) -> PersistedState {
         hard_state: HardState {
             term: Term(term),
             voted_for: Some(voted_for),
+            longest_promise: Duration::ZERO,
         },
         entries: vec![],
     }
@@ -96,12 +98,34 @@ fn promised(lease_ms: u64) -> Checker {
     let hb = heartbeat(lease_ms);
     checker
         .message_sent(
-            &acknowledgement(),
-            &PersistedState::default(),
+            &acknowledgement(lease_ms),
+            &promise_on_disk(lease_ms),
             at(ms(100), Some(&hb)),
         )
         .unwrap();
     checker
+}
+
+fn promise_on_disk(lease_ms: u64) -> PersistedState {
+    let mut disk = PersistedState::default();
+    disk.hard_state.longest_promise = Duration::from_millis(lease_ms);
+    disk
+}
+
+#[test]
+fn a_promise_acknowledged_before_it_is_durable_is_caught() {
+    let hb = heartbeat(4_000);
+    let violation = Checker::default()
+        .message_sent(
+            &acknowledgement(4_000),
+            &promise_on_disk(1_000),
+            at(ms(100), Some(&hb)),
+        )
+        .unwrap_err();
+    assert!(
+        violation.contains("before making that promise durable"),
+        "{violation}"
+    );
 }
 
 #[test]
