@@ -390,10 +390,17 @@ impl Cluster {
         }
     }
 
+    /// A reload of `pg_leader.can_be_leader`, as the worker handles it: a leader told it may
+    /// not lead hands leadership over at once (when a voter can take it).
     pub fn set_can_lead(&mut self, i: usize, can_lead: bool) -> Result<(), Violation> {
         self.nodes[i].can_lead = can_lead;
         self.trace_line(i, &format!("can_lead = {can_lead}"));
-        self.act(i, |r, _| r.set_can_lead(can_lead))?;
+        self.act(i, |r, now| {
+            r.set_can_lead(can_lead);
+            if !can_lead && r.role() == Role::Leader {
+                let _ = r.hand_over(now);
+            }
+        })?;
         Ok(())
     }
 
@@ -712,6 +719,18 @@ impl Cluster {
 
     fn send(&mut self, msg: Message, after: u64) {
         self.counters.messages_sent += 1;
+        if self.trace {
+            if let pg_leader_raft::Body::VoteResponse { pre_vote, granted } = msg.body {
+                let what = format!(
+                    "{} {}vote to {} (term {})",
+                    if granted { "grants" } else { "refuses" },
+                    if pre_vote { "pre-" } else { "" },
+                    msg.to,
+                    msg.term
+                );
+                self.trace_line(msg.from.0 as usize - 1, &what);
+            }
+        }
         for delay in self.network.delays(&mut self.rng) {
             if delay >= self.network.late_min {
                 self.exercise(Exercised::LateMessage);
@@ -782,6 +801,30 @@ impl Cluster {
     pub fn leader_membership(&self) -> Option<Membership> {
         let l = self.leader_with_lease()?;
         Some(self.nodes[l].raft.as_ref()?.membership().0.clone())
+    }
+
+    /// Each server's state, one line each, for the trace of a failed seed.
+    pub fn trace_state(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let state = match &n.raft {
+                Some(r) => format!(
+                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {}",
+                    r.role(),
+                    r.term(),
+                    r.leader_id().map(|l| l.0),
+                    r.log().last_term(),
+                    r.log().last_index(),
+                    r.log().committed(),
+                    r.membership().0,
+                    n.can_lead,
+                    n.wal.timeline,
+                    n.wal.lsn,
+                    n.timing.election_timeout,
+                ),
+                None => "down".to_string(),
+            };
+            self.trace_line(i, &state);
+        }
     }
 
     fn trace_line(&self, i: usize, what: &str) {

@@ -494,6 +494,7 @@ fn wait_for_agreement(
     let step = 1_000;
     while c.agreed_leader().is_none() {
         if c.now - start > bound {
+            c.trace_state();
             return Err(format!("liveness: no agreed leader {}us {what}", bound));
         }
         c.run_until(c.now + step)?;
@@ -524,6 +525,7 @@ fn failover(c: &mut Cluster, options: &Options) -> Result<(u64, u32), Violation>
             }
         }
         if c.now - start > liveness_bound(c) {
+            c.trace_state();
             return Err("liveness: no new leader after the leader crashed".to_string());
         }
         c.run_until(c.now + step)?;
