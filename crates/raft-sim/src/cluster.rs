@@ -6,8 +6,8 @@ use crate::clock::NodeClock;
 use crate::faults::Exercised;
 use crate::network::Network;
 use pg_leader_raft::{
-    Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message, NodeId,
-    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
+    Body, Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message,
+    NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -720,7 +720,7 @@ impl Cluster {
     fn send(&mut self, msg: Message, after: u64) {
         self.counters.messages_sent += 1;
         if self.trace {
-            if let pg_leader_raft::Body::VoteResponse { pre_vote, granted } = msg.body {
+            if let Body::VoteResponse { pre_vote, granted } = msg.body {
                 let what = format!(
                     "{} {}vote to {} (term {})",
                     if granted { "grants" } else { "refuses" },
@@ -731,9 +731,19 @@ impl Cluster {
                 self.trace_line(msg.from.0 as usize - 1, &what);
             }
         }
-        for delay in self.network.delays(&mut self.rng) {
+        let control = matches!(
+            msg.body,
+            Body::RequestVote { .. } | Body::VoteResponse { .. } | Body::TimeoutNow
+        );
+        for delay in self.network.delays(&mut self.rng, control) {
             if delay >= self.network.late_min {
                 self.exercise(Exercised::LateMessage);
+                match msg.body {
+                    Body::VoteResponse { granted: true, .. } => self.exercise(Exercised::LateVote),
+                    Body::TimeoutNow => self.exercise(Exercised::LateTimeoutNow),
+                    Body::AppendResponse { .. } => self.exercise(Exercised::LateAcknowledgement),
+                    _ => {}
+                }
             }
             self.schedule(self.now + after + delay, Happening::Deliver(msg.clone()));
         }

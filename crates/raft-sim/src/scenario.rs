@@ -292,7 +292,7 @@ fn fault_phase(
                 c.network.duplicate_per_million = c.rng.uniform(0, 100_000);
                 c.network.slow_per_million = c.rng.uniform(0, 50_000);
             }
-            9 => {
+            9 | 31 => {
                 if let Some(l) = c.leader_with_lease() {
                     let to = NodeId(c.rng.uniform(1, n as u64 + 1) as u32);
                     let _ = c.act(l, |r, now| r.transfer_leadership(to, now))?;
@@ -402,7 +402,7 @@ fn new_fault(
                 .map_err(|v| format!("{v} [in Raft::campaign()]"))?;
             c.exercise(Exercised::CampaignNudge);
         }
-        28..=31 if f.proposals => {
+        28..=30 if f.proposals => {
             if let Some(l) = (0..n).find(|&i| is_leader(c, i) && c.nodes[i].paused_until <= c.now) {
                 for _ in 0..c.rng.uniform(1, 9) {
                     let command = c.rng.next_u64().to_le_bytes().to_vec();
