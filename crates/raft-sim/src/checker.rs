@@ -189,6 +189,12 @@ impl Checker {
                 "node {} acknowledged index {} before making it durable",
                 msg.from, match_index
             )),
+            Body::AppendResponse { lease, .. } if *lease > disk.hard_state.longest_promise => {
+                Err(format!(
+                    "node {} promised {lease} before making that promise durable (longest durable: {})",
+                    msg.from, disk.hard_state.longest_promise
+                ))
+            }
             Body::AppendResponse { sent_at, .. } => {
                 // The answer to the leader's AppendEntries of its own term is the promise.
                 if let Some(Asked::Append {

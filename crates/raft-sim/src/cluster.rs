@@ -6,8 +6,8 @@ use crate::clock::NodeClock;
 use crate::faults::Exercised;
 use crate::network::Network;
 use pg_leader_raft::{
-    Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message, NodeId,
-    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
+    Body, Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message,
+    NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,9 +50,6 @@ pub struct Setup {
     pub timings: Vec<Timing>,
     pub can_lead: Vec<bool>,
     pub drifts: Vec<i64>,
-    /// The lease drift margin is `T / margin_divisor` (10, the product's, unless a test shows
-    /// that a smaller margin fails).
-    pub margin_divisor: u64,
     /// Election timers draw their minimum half the time; network delays sit at their edges.
     pub adversarial: bool,
     /// Suspends stop the node's clock (`CLOCK_MONOTONIC`) instead of letting it run on.
@@ -71,7 +68,6 @@ impl Setup {
             timings: vec![timing; drifts.len()],
             can_lead: vec![true; drifts.len()],
             drifts: drifts.to_vec(),
-            margin_divisor: 10,
             adversarial: false,
             monotonic_suspend: false,
         }
@@ -173,7 +169,6 @@ pub struct Cluster {
     seq: u64,
     config_template: Config,
     voters: usize,
-    margin_divisor: u64,
     adversarial: bool,
     monotonic_suspend: bool,
     /// The longest election timeout any server has had: promises may last that long.
@@ -294,7 +289,6 @@ impl Cluster {
             seq: 0,
             config_template,
             voters: setup.voters,
-            margin_divisor: setup.margin_divisor,
             adversarial: setup.adversarial,
             monotonic_suspend: setup.monotonic_suspend,
             longest_timeout_ever,
@@ -332,14 +326,13 @@ impl Cluster {
     /// Starts (or restarts) a node from its disk alone.
     pub fn start(&mut self, i: usize) -> Result<(), Violation> {
         let node = &self.nodes[i];
-        let mut config = Config {
+        let config = Config {
             id: node.id,
             voters: node.bootstrap.clone(),
             can_lead: node.can_lead,
             ..self.config_template.clone()
         }
         .with_timing(node.timing.heartbeat, node.timing.election_timeout);
-        config.lease_margin_divisor = self.margin_divisor;
         let seed = self.rng.next_u64();
         let rng: Box<dyn RandomSource> = if self.adversarial {
             Box::new(EdgeRandom(SplitMix64::new(seed)))
@@ -397,10 +390,17 @@ impl Cluster {
         }
     }
 
+    /// A reload of `pg_leader.can_be_leader`, as the worker handles it: a leader told it may
+    /// not lead hands leadership over at once (when a voter can take it).
     pub fn set_can_lead(&mut self, i: usize, can_lead: bool) -> Result<(), Violation> {
         self.nodes[i].can_lead = can_lead;
         self.trace_line(i, &format!("can_lead = {can_lead}"));
-        self.act(i, |r, _| r.set_can_lead(can_lead))?;
+        self.act(i, |r, now| {
+            r.set_can_lead(can_lead);
+            if !can_lead && r.role() == Role::Leader {
+                let _ = r.hand_over(now);
+            }
+        })?;
         Ok(())
     }
 
@@ -719,9 +719,31 @@ impl Cluster {
 
     fn send(&mut self, msg: Message, after: u64) {
         self.counters.messages_sent += 1;
-        for delay in self.network.delays(&mut self.rng) {
+        if self.trace {
+            if let Body::VoteResponse { pre_vote, granted } = msg.body {
+                let what = format!(
+                    "{} {}vote to {} (term {})",
+                    if granted { "grants" } else { "refuses" },
+                    if pre_vote { "pre-" } else { "" },
+                    msg.to,
+                    msg.term
+                );
+                self.trace_line(msg.from.0 as usize - 1, &what);
+            }
+        }
+        let control = matches!(
+            msg.body,
+            Body::RequestVote { .. } | Body::VoteResponse { .. } | Body::TimeoutNow
+        );
+        for delay in self.network.delays(&mut self.rng, control) {
             if delay >= self.network.late_min {
                 self.exercise(Exercised::LateMessage);
+                match msg.body {
+                    Body::VoteResponse { granted: true, .. } => self.exercise(Exercised::LateVote),
+                    Body::TimeoutNow => self.exercise(Exercised::LateTimeoutNow),
+                    Body::AppendResponse { .. } => self.exercise(Exercised::LateAcknowledgement),
+                    _ => {}
+                }
             }
             self.schedule(self.now + after + delay, Happening::Deliver(msg.clone()));
         }
@@ -789,6 +811,30 @@ impl Cluster {
     pub fn leader_membership(&self) -> Option<Membership> {
         let l = self.leader_with_lease()?;
         Some(self.nodes[l].raft.as_ref()?.membership().0.clone())
+    }
+
+    /// Each server's state, one line each, for the trace of a failed seed.
+    pub fn trace_state(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let state = match &n.raft {
+                Some(r) => format!(
+                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {}",
+                    r.role(),
+                    r.term(),
+                    r.leader_id().map(|l| l.0),
+                    r.log().last_term(),
+                    r.log().last_index(),
+                    r.log().committed(),
+                    r.membership().0,
+                    n.can_lead,
+                    n.wal.timeline,
+                    n.wal.lsn,
+                    n.timing.election_timeout,
+                ),
+                None => "down".to_string(),
+            };
+            self.trace_line(i, &state);
+        }
     }
 
     fn trace_line(&self, i: usize, what: &str) {

@@ -135,6 +135,9 @@ pub enum Exercised {
     ClockRateChange,
     Suspend,
     LateMessage,
+    LateVote,
+    LateTimeoutNow,
+    LateAcknowledgement,
     LostUnsyncedWrite,
     FailedSave,
     SlowFsync,
@@ -146,7 +149,7 @@ pub enum Exercised {
 }
 
 impl Exercised {
-    pub const ALL: [Exercised; 15] = [
+    pub const ALL: [Exercised; 18] = [
         Exercised::MixedTimings,
         Exercised::TimingReload,
         Exercised::LeaderReloadThenCut,
@@ -154,6 +157,9 @@ impl Exercised {
         Exercised::ClockRateChange,
         Exercised::Suspend,
         Exercised::LateMessage,
+        Exercised::LateVote,
+        Exercised::LateTimeoutNow,
+        Exercised::LateAcknowledgement,
         Exercised::LostUnsyncedWrite,
         Exercised::FailedSave,
         Exercised::SlowFsync,
@@ -163,6 +169,14 @@ impl Exercised {
         Exercised::CampaignNudge,
         Exercised::Adversarial,
     ];
+
+    /// A share of another fault (the kinds of late messages), reported for information.
+    pub fn is_breakdown(self) -> bool {
+        matches!(
+            self,
+            Exercised::LateVote | Exercised::LateTimeoutNow | Exercised::LateAcknowledgement
+        )
+    }
 
     pub fn bit(self) -> u32 {
         1 << (self as u32)
@@ -177,6 +191,9 @@ impl Exercised {
             Exercised::ClockRateChange => "clock rate changes",
             Exercised::Suspend => "suspends (clock jumps on wake)",
             Exercised::LateMessage => "messages later than an election timeout",
+            Exercised::LateVote => "  of which (pre-)vote grants",
+            Exercised::LateTimeoutNow => "  of which TimeoutNow",
+            Exercised::LateAcknowledgement => "  of which heartbeat acknowledgements",
             Exercised::LostUnsyncedWrite => "crash losing the unsynced write",
             Exercised::FailedSave => "failed saves (server stops)",
             Exercised::SlowFsync => "slow fsync",

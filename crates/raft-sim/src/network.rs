@@ -74,7 +74,10 @@ impl Network {
     }
 
     /// The delays at which copies of one packet arrive: none when lost, two when duplicated.
-    pub fn delays(&self, rng: &mut SplitMix64) -> Vec<u64> {
+    /// `control` packets (votes, TimeoutNow) are late four times as often: they are few, and
+    /// their lateness is what the promises must survive.
+    pub fn delays(&self, rng: &mut SplitMix64, control: bool) -> Vec<u64> {
+        let late = self.late_per_million * if control { 4 } else { 1 };
         if rng.uniform(0, 1_000_000) < self.drop_per_million {
             return Vec::new();
         }
@@ -85,7 +88,7 @@ impl Network {
         };
         (0..copies)
             .map(|_| {
-                let (low, high) = if rng.uniform(0, 1_000_000) < self.late_per_million {
+                let (low, high) = if rng.uniform(0, 1_000_000) < late {
                     (self.late_min, self.late_max)
                 } else if rng.uniform(0, 1_000_000) < self.slow_per_million {
                     (self.max_delay, self.slow_delay)

@@ -25,8 +25,6 @@ pub struct Options {
     pub max_fault_phase: u64,
     /// Clock rates differ from real time by up to this much.
     pub max_drift_ppm: i64,
-    /// The lease drift margin is `T / margin_divisor`: 10 in the product.
-    pub margin_divisor: u64,
     pub faults: Faults,
     pub trace: bool,
 }
@@ -42,7 +40,6 @@ impl Default for Options {
             // The default lease margin (T/10) covers rates within 5.26 % of real time; the simulator
             // goes right up to that edge so that a weaker margin fails.
             max_drift_ppm: 50_000,
-            margin_divisor: 10,
             faults: Faults::default(),
             trace: false,
         }
@@ -126,7 +123,6 @@ fn draw_setup(seed: u64, options: &Options, pick: &mut SplitMix64) -> (Setup, u3
         timings,
         can_lead,
         drifts,
-        margin_divisor: options.margin_divisor,
         adversarial,
         monotonic_suspend: faults.monotonic_suspend,
     };
@@ -296,7 +292,7 @@ fn fault_phase(
                 c.network.duplicate_per_million = c.rng.uniform(0, 100_000);
                 c.network.slow_per_million = c.rng.uniform(0, 50_000);
             }
-            9 => {
+            9 | 31 => {
                 if let Some(l) = c.leader_with_lease() {
                     let to = NodeId(c.rng.uniform(1, n as u64 + 1) as u32);
                     let _ = c.act(l, |r, now| r.transfer_leadership(to, now))?;
@@ -406,7 +402,7 @@ fn new_fault(
                 .map_err(|v| format!("{v} [in Raft::campaign()]"))?;
             c.exercise(Exercised::CampaignNudge);
         }
-        28..=31 if f.proposals => {
+        28..=30 if f.proposals => {
             if let Some(l) = (0..n).find(|&i| is_leader(c, i) && c.nodes[i].paused_until <= c.now) {
                 for _ in 0..c.rng.uniform(1, 9) {
                     let command = c.rng.next_u64().to_le_bytes().to_vec();
@@ -498,6 +494,7 @@ fn wait_for_agreement(
     let step = 1_000;
     while c.agreed_leader().is_none() {
         if c.now - start > bound {
+            c.trace_state();
             return Err(format!("liveness: no agreed leader {}us {what}", bound));
         }
         c.run_until(c.now + step)?;
@@ -528,6 +525,7 @@ fn failover(c: &mut Cluster, options: &Options) -> Result<(u64, u32), Violation>
             }
         }
         if c.now - start > liveness_bound(c) {
+            c.trace_state();
             return Err("liveness: no new leader after the leader crashed".to_string());
         }
         c.run_until(c.now + step)?;

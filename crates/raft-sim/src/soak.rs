@@ -130,7 +130,7 @@ impl Summary {
                 if seeds.len() > 8 { " ..." } else { "" }
             );
         }
-        for (seed, v) in self.violations.iter().take(20) {
+        for (seed, v) in self.violations.iter().take(1000) {
             println!("VIOLATION seed {seed}: {v}");
         }
     }

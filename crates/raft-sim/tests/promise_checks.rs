@@ -99,11 +99,33 @@ fn promised(lease_ms: u64) -> Checker {
     checker
         .message_sent(
             &acknowledgement(lease_ms),
-            &PersistedState::default(),
+            &promise_on_disk(lease_ms),
             at(ms(100), Some(&hb)),
         )
         .unwrap();
     checker
+}
+
+fn promise_on_disk(lease_ms: u64) -> PersistedState {
+    let mut disk = PersistedState::default();
+    disk.hard_state.longest_promise = Duration::from_millis(lease_ms);
+    disk
+}
+
+#[test]
+fn a_promise_acknowledged_before_it_is_durable_is_caught() {
+    let hb = heartbeat(4_000);
+    let violation = Checker::default()
+        .message_sent(
+            &acknowledgement(4_000),
+            &promise_on_disk(1_000),
+            at(ms(100), Some(&hb)),
+        )
+        .unwrap_err();
+    assert!(
+        violation.contains("before making that promise durable"),
+        "{violation}"
+    );
 }
 
 #[test]
