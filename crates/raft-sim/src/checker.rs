@@ -1,8 +1,10 @@
 //! The safety properties, checked by code after every simulated step. Each check returns the
 //! violation it found as text; the simulator stops there and reports the seed.
 
+use crate::promises::{Promise, Promises};
 use pg_leader_raft::{
-    Body, Entry, EntryData, LogIndex, Membership, Message, NodeId, PersistedState, Term,
+    Body, Duration, Entry, EntryData, Instant, LogIndex, Membership, Message, NodeId,
+    PersistedState, Term,
 };
 use std::collections::HashMap;
 
@@ -22,6 +24,54 @@ pub struct Checker {
     committed: Vec<(u64, Term)>,
     /// Configuration entries stored, over the run.
     pub configurations: u64,
+    /// The vote promises every server made (invariant 7).
+    promises: Promises,
+    /// When each server last (re)started, in real time: a promise broken after a restart is
+    /// the restart blackout's fault.
+    started_at: HashMap<NodeId, u64>,
+}
+
+/// Where a message leaves from: its sender's clock and what it answers, if anything.
+#[derive(Clone, Copy, Debug)]
+pub struct Sending {
+    /// The sender's clock reading.
+    pub local: Instant,
+    /// Real (simulated) time.
+    pub real: u64,
+    /// What the message being handled when this one was produced asked.
+    pub answering: Option<Asked>,
+}
+
+/// The part of a received message that its answers are checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// AppendEntries: acknowledging it promises `lease`.
+    Append {
+        leader: NodeId,
+        term: Term,
+        sent_at: Instant,
+        lease: Duration,
+    },
+    RequestVote {
+        transfer: bool,
+    },
+}
+
+impl Asked {
+    pub fn of(msg: &Message) -> Option<Asked> {
+        match &msg.body {
+            Body::AppendEntries { sent_at, lease, .. } => Some(Asked::Append {
+                leader: msg.from,
+                term: msg.term,
+                sent_at: *sent_at,
+                lease: *lease,
+            }),
+            Body::RequestVote { transfer, .. } => Some(Asked::RequestVote {
+                transfer: *transfer,
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub type Violation = String;
@@ -89,14 +139,38 @@ impl Checker {
         Ok(())
     }
 
-    /// Checks a message as it leaves, against what its sender has made durable: a vote grant or
-    /// an append acknowledgement must never be ahead of the disk.
-    pub fn message_sent(&mut self, msg: &Message, disk: &PersistedState) -> Result<(), Violation> {
+    /// Checks a message as it leaves, against what its sender has made durable and promised: a
+    /// vote (its own as a candidate, or granted) or an append acknowledgement must never be
+    /// ahead of the disk, and no vote goes against a promise that still holds.
+    pub fn message_sent(
+        &mut self,
+        msg: &Message,
+        disk: &PersistedState,
+        at: Sending,
+    ) -> Result<(), Violation> {
         match &msg.body {
+            Body::RequestVote {
+                pre_vote: false, ..
+            } => {
+                let durable =
+                    disk.hard_state.term == msg.term && disk.hard_state.voted_for == Some(msg.from);
+                if !durable {
+                    return Err(format!(
+                        "candidate {} asked for votes in term {} before its own vote was durable",
+                        msg.from, msg.term
+                    ));
+                }
+                self.vote_cast(msg.from, msg.term, msg.from)
+            }
             Body::VoteResponse {
-                pre_vote: false,
+                pre_vote,
                 granted: true,
             } => {
+                let handover = at.answering == Some(Asked::RequestVote { transfer: true });
+                self.vote_granted(msg.from, msg.to, msg.term, *pre_vote, handover, at.local)?;
+                if *pre_vote {
+                    return Ok(());
+                }
                 let durable =
                     disk.hard_state.term == msg.term && disk.hard_state.voted_for == Some(msg.to);
                 if !durable {
@@ -115,7 +189,137 @@ impl Checker {
                 "node {} acknowledged index {} before making it durable",
                 msg.from, match_index
             )),
+            Body::AppendResponse { lease, .. } if *lease > disk.hard_state.longest_promise => {
+                Err(format!(
+                    "node {} promised {lease} before making that promise durable (longest durable: {})",
+                    msg.from, disk.hard_state.longest_promise
+                ))
+            }
+            Body::AppendResponse { sent_at, .. } => {
+                // The answer to the leader's AppendEntries of its own term is the promise.
+                if let Some(Asked::Append {
+                    leader,
+                    term,
+                    sent_at: asked_at,
+                    lease,
+                }) = at.answering
+                {
+                    if leader == msg.to && term == msg.term && asked_at == *sent_at {
+                        self.promise_made(msg.from, leader, term, at.local, lease, at.real);
+                    }
+                }
+                Ok(())
+            }
+            Body::TimeoutNow => {
+                // The leader gave up its lease before this left (thesis §3.10).
+                self.promises.lease_given_up(msg.from, msg.term);
+                Ok(())
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// `node` promised `leader` of `term`, at its clock reading `now`, to vote for no one else
+    /// for `lease`.
+    pub fn promise_made(
+        &mut self,
+        node: NodeId,
+        leader: NodeId,
+        term: Term,
+        now: Instant,
+        lease: Duration,
+        real: u64,
+    ) {
+        let promise = Promise {
+            leader,
+            term,
+            until: now + lease,
+            made_at_real: real,
+        };
+        self.promises.made(node, promise, now);
+    }
+
+    /// Invariant 7: no (pre-)vote for anyone else while a promise holds, except for a handover
+    /// whose leader gave its lease up.
+    pub fn vote_granted(
+        &mut self,
+        voter: NodeId,
+        candidate: NodeId,
+        term: Term,
+        pre_vote: bool,
+        handover: bool,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        let what = format!(
+            "node {voter} granted its {}vote in term {term} to {candidate}",
+            if pre_vote { "pre-" } else { "" }
+        );
+        self.keeps_promises(voter, now, candidate, handover.then_some(term), what)
+    }
+
+    /// Invariant 7: no campaign (pre-vote round or election) while a promise holds, except the
+    /// one a leader that gave its lease up asked for.
+    pub fn campaign_started(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        handover: bool,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        let what = format!("node {node} campaigned (term {term})");
+        self.keeps_promises(node, now, node, handover.then_some(term), what)
+    }
+
+    pub fn started(&mut self, node: NodeId, real: u64) {
+        self.started_at.insert(node, real);
+    }
+
+    /// `what` (`node` siding with `other` at its clock reading `now`) breaks no promise.
+    fn keeps_promises(
+        &self,
+        node: NodeId,
+        now: Instant,
+        other: NodeId,
+        handover: Option<Term>,
+        what: String,
+    ) -> Result<(), Violation> {
+        match self.promises.binding(node, now, other, handover) {
+            Some(p) => {
+                let restart = match self.started_at.get(&node) {
+                    Some(t) if *t > p.made_at_real => {
+                        format!(", restarted at t={t}us since")
+                    }
+                    _ => String::new(),
+                };
+                Err(format!(
+                    "{what} {}us before its promise to leader {} of term {} ended (promise received at t={}us{restart})",
+                    p.until.as_micros() - now.as_micros(),
+                    p.leader,
+                    p.term,
+                    p.made_at_real
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Lease safety, at the election itself: no server wins while another holds a valid lease
+    /// of an earlier term. (A candidate of an earlier term may still count delayed votes and win
+    /// late; it can never gather acknowledgements from a majority that moved on, so no lease.)
+    pub fn elected_while_leased(
+        &self,
+        node: NodeId,
+        term: Term,
+        lease_holders: &[(NodeId, Term)],
+    ) -> Result<(), Violation> {
+        match lease_holders
+            .iter()
+            .find(|(h, held_in)| *h != node && *held_in < term)
+        {
+            Some((h, held_in)) => Err(format!(
+                "node {node} was elected in term {term} while node {h} held a valid lease of term {held_in}"
+            )),
+            None => Ok(()),
         }
     }
 

@@ -1,13 +1,14 @@
 //! A simulated cluster: nodes with their own clocks and disks, a network, and an event queue
 //! ordered by real (simulated) time. Every step ends with the safety checks.
 
-use crate::checker::{chain_hash, Checker, Violation};
+use crate::checker::{chain_hash, Asked, Checker, Sending, Violation};
 use crate::clock::NodeClock;
 use crate::database::{Databases, Layout};
+use crate::faults::Exercised;
 use crate::network::Network;
 use pg_leader_raft::{
-    Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message, NodeId,
-    PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term,
+    Body, Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message,
+    NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -24,11 +25,88 @@ pub fn random_drifts(n: usize, max_drift_ppm: i64, rng: &mut SplitMix64) -> Vec<
         .collect()
 }
 
+/// The random source the database layout of a seed is drawn from.
+pub fn layout_rng(seed: u64) -> SplitMix64 {
+    SplitMix64::new(seed ^ 0xDA7A_BA5E)
+}
+
 /// Things that happen at a simulated moment.
 #[derive(Clone, Debug)]
 enum Happening {
     Deliver(Message),
-    Tick { node: usize, generation: u64 },
+    Tick {
+        node: usize,
+        generation: u64,
+    },
+    /// A crashed or stopped server comes back, unless it was restarted (or crashed) since.
+    Restart {
+        node: usize,
+        incarnation: u64,
+    },
+}
+
+/// What an armed disk fault does to the next write that must be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFault {
+    /// Power goes before fsync returns: the write is lost and nothing that waited on it leaves.
+    LoseUnsyncedWrite,
+    /// The save fails: the server stops (the extension's worker exits) and restarts later.
+    FailSave,
+}
+
+/// A server's settings: `pg_leader.heartbeat_interval`, `pg_leader.election_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+}
+
+/// How the cluster is built: per server its timing, whether it may lead, its clock's drift.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub voters: usize,
+    pub timings: Vec<Timing>,
+    pub can_lead: Vec<bool>,
+    pub drifts: Vec<i64>,
+    /// Election timers draw their minimum half the time; network delays sit at their edges.
+    pub adversarial: bool,
+    /// Suspends stop the node's clock (`CLOCK_MONOTONIC`) instead of letting it run on.
+    pub monotonic_suspend: bool,
+}
+
+impl Setup {
+    /// Every server with the same timing, able to lead, its clock `drifts[i]` off.
+    pub fn uniform(heartbeat: Duration, election_timeout: Duration, drifts: &[i64]) -> Setup {
+        let timing = Timing {
+            heartbeat,
+            election_timeout,
+        };
+        Setup {
+            voters: drifts.len(),
+            timings: vec![timing; drifts.len()],
+            can_lead: vec![true; drifts.len()],
+            drifts: drifts.to_vec(),
+            adversarial: false,
+            monotonic_suspend: false,
+        }
+    }
+}
+
+/// The core's randomness in adversarial runs: every other draw is the minimum, so election
+/// timers fire at exactly `T`, where promises and leases are tightest.
+struct EdgeRandom(SplitMix64);
+
+impl RandomSource for EdgeRandom {
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn uniform(&mut self, low: u64, high: u64) -> u64 {
+        if self.0.next_u64().is_multiple_of(2) {
+            low
+        } else {
+            self.0.uniform(low, high)
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +149,20 @@ pub struct SimNode {
     /// The voters its settings list (`Config::voters`): the first voters, and a spare server
     /// itself besides.
     bootstrap: Vec<NodeId>,
+    /// Its settings (they survive restarts, as `postgresql.conf` does).
+    pub timing: Timing,
+    pub can_lead: bool,
+    /// Its PostgreSQL data position (the data directory survives restarts).
+    pub wal: WalPosition,
+    /// Bumped by every crash and start: a `Restart` scheduled before is stale.
+    incarnation: u64,
+    /// Real time until which its machine sleeps: packets to it are lost.
+    pub suspended_until: u64,
+    /// Until this real time, every durable write takes `fsync_delay`.
+    pub slow_fsync_until: u64,
+    pub fsync_delay: u64,
+    /// Applies to the next durable write.
+    pub disk_fault: Option<DiskFault>,
 }
 
 /// Counters the scenario reports.
@@ -96,80 +188,77 @@ pub struct Cluster {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     config_template: Config,
+    voters: usize,
+    adversarial: bool,
+    monotonic_suspend: bool,
+    /// The longest election timeout any server has had: promises may last that long.
+    pub longest_timeout_ever: Duration,
+    /// The message being handled, so that answers can be checked against it.
+    answering: Option<Asked>,
+    /// `Exercised` bits of the faults that happened.
+    pub exercised: u32,
     pub trace: bool,
 }
 
 impl Cluster {
-    /// A cluster of `size` voters and `spares` servers that are started but not members (they
-    /// list the voters and themselves, as a server about to be added does), whose clocks drift
-    /// by random amounts up to `max_drift_ppm`.
-    pub fn new(
-        size: usize,
-        spares: usize,
-        heartbeat: Duration,
-        election_timeout: Duration,
-        max_drift_ppm: i64,
-        seed: u64,
-    ) -> Cluster {
-        let mut rng = SplitMix64::new(seed ^ 0x5EED_C10C);
-        let drifts = random_drifts(size + spares, max_drift_ppm, &mut rng);
-        let mut layout_rng = SplitMix64::new(seed ^ 0xDA7A_BA5E);
-        let layout = Layout::draw(&mut layout_rng, size);
-        Cluster::with_layout(heartbeat, election_timeout, &drifts, size, layout, seed)
-    }
-
-    /// A cluster whose first `voters` of `drifts.len()` servers are voters, with the databases
-    /// laid out as `layout` says.
-    pub fn with_layout(
-        heartbeat: Duration,
-        election_timeout: Duration,
-        drifts: &[i64],
-        voters: usize,
-        layout: Layout,
-        seed: u64,
-    ) -> Cluster {
-        let mut c = Cluster::build(heartbeat, election_timeout, drifts, voters, seed);
-        let mut layout_rng = SplitMix64::new(seed ^ 0xDA7A_BA5E);
-        c.databases = Databases::new(layout, drifts.len(), &mut layout_rng);
-        c.start_all();
+    /// A cluster built as `setup` says: its first `setup.voters` servers are the voters, the
+    /// others spares that are started but not members (they list the voters and themselves, as
+    /// a server about to be added does).
+    pub fn new(setup: &Setup, seed: u64) -> Cluster {
+        let mut c = Cluster::build(setup, seed);
+        Cluster::start_all(&mut c);
         c
     }
 
-    /// A cluster of `drifts.len()` nodes whose clocks run `drifts[i]` ppm fast (or slow).
+    /// Built as `new` does, nothing started yet (`start_all`).
+    pub fn unstarted(setup: &Setup, seed: u64) -> Cluster {
+        Cluster::build(setup, seed)
+    }
+
+    /// Starts every server (the trace, when on, first lists how each is set up).
+    pub fn start_all(c: &mut Cluster) {
+        for i in 0..c.size() {
+            let n = &c.nodes[i];
+            c.trace_line(
+                i,
+                &format!(
+                    "heartbeat {} election timeout {} can_lead {} wal {}/{} drift {} ppm{}",
+                    n.timing.heartbeat,
+                    n.timing.election_timeout,
+                    n.can_lead,
+                    n.wal.timeline,
+                    n.wal.lsn,
+                    n.clock.drift_ppm(),
+                    if i < c.voters { "" } else { " (spare)" }
+                ),
+            );
+        }
+        for i in 0..c.size() {
+            c.start(i).expect("a fresh node cannot violate anything");
+        }
+    }
+
+    /// A cluster of `drifts.len()` voters with one timing whose clocks run `drifts[i]` ppm fast
+    /// (or slow).
     pub fn with_drifts(
         heartbeat: Duration,
         election_timeout: Duration,
         drifts: &[i64],
         seed: u64,
     ) -> Cluster {
-        let mut c = Cluster::build(heartbeat, election_timeout, drifts, drifts.len(), seed);
-        c.start_all();
-        c
+        Cluster::new(&Setup::uniform(heartbeat, election_timeout, drifts), seed)
     }
 
-    fn start_all(&mut self) {
-        for i in 0..self.size() {
-            self.start(i).expect("a fresh node cannot violate anything");
-        }
-    }
-
-    fn build(
-        heartbeat: Duration,
-        election_timeout: Duration,
-        drifts: &[i64],
-        voters: usize,
-        seed: u64,
-    ) -> Cluster {
-        let size = drifts.len();
+    fn build(setup: &Setup, seed: u64) -> Cluster {
+        let size = setup.drifts.len();
         let mut rng = SplitMix64::new(seed);
         let ids: Vec<NodeId> = (1..=size as u32).map(NodeId).collect();
-        let first_voters: Vec<NodeId> = ids[..voters].to_vec();
-        let config_template =
-            Config::new(NodeId(1), first_voters.clone()).with_timing(heartbeat, election_timeout);
+        let first_voters: Vec<NodeId> = ids[..setup.voters].to_vec();
+        let config_template = Config::new(NodeId(1), first_voters.clone());
         let nodes = ids
             .iter()
-            .zip(drifts)
-            .map(|(&id, &drift_ppm)| SimNode {
+            .enumerate()
+            .map(|(i, &id)| SimNode {
                 bootstrap: if first_voters.contains(&id) {
                     first_voters.clone()
                 } else {
@@ -178,29 +267,70 @@ impl Cluster {
                 id,
                 raft: None,
                 disk: PersistedState::default(),
-                clock: NodeClock {
-                    offset: rng.uniform(0, 1 << 40),
-                    drift_ppm,
-                },
+                clock: NodeClock::new(rng.uniform(0, 1 << 40), setup.drifts[i]),
                 tick_generation: 0,
                 chain: Vec::new(),
                 verified_commit: 0,
                 paused_until: 0,
+                timing: setup.timings[i],
+                can_lead: setup.can_lead[i],
+                // A WAL position from a small range, so that voters often find a candidate
+                // behind them: refusals may only cost time, never safety or liveness.
+                wal: WalPosition {
+                    timeline: 1,
+                    lsn: rng.uniform(0, 4),
+                    in_recovery: true,
+                    ..Default::default()
+                },
+                incarnation: 0,
+                suspended_until: 0,
+                slow_fsync_until: 0,
+                fsync_delay: 0,
+                disk_fault: None,
             })
             .collect();
+        let longest_timeout_ever = setup
+            .timings
+            .iter()
+            .map(|t| t.election_timeout)
+            .max()
+            .unwrap_or_default();
+        let mut network = Network::new(size);
+        network.at_edges = setup.adversarial;
+        network.late_min = longest_timeout_ever.as_micros();
+        network.late_max = 3 * longest_timeout_ever.as_micros();
         Cluster {
             now: 0,
             rng,
             nodes,
-            network: Network::new(size),
-            databases: Databases::new(Layout::Unknown, size, &mut SplitMix64::new(seed)),
+            network,
+            databases: Databases::new(Layout::FaultDriven, size, &mut SplitMix64::new(seed)),
             checker: Checker::default(),
             counters: Counters::default(),
             queue: BinaryHeap::new(),
             seq: 0,
             config_template,
+            voters: setup.voters,
+            adversarial: setup.adversarial,
+            monotonic_suspend: setup.monotonic_suspend,
+            longest_timeout_ever,
+            answering: None,
+            exercised: 0,
             trace: false,
         }
+    }
+
+    pub fn exercise(&mut self, fault: Exercised) {
+        self.exercised |= fault.bit();
+    }
+
+    /// The longest election timeout in the servers' settings now.
+    pub fn longest_timeout(&self) -> Duration {
+        self.nodes
+            .iter()
+            .map(|n| n.timing.election_timeout)
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn size(&self) -> usize {
@@ -217,36 +347,121 @@ impl Cluster {
 
     /// Starts (or restarts) a node from its disk alone.
     pub fn start(&mut self, i: usize) -> Result<(), Violation> {
+        let node = &self.nodes[i];
         let config = Config {
-            id: self.nodes[i].id,
-            voters: self.nodes[i].bootstrap.clone(),
+            id: node.id,
+            voters: node.bootstrap.clone(),
+            can_lead: node.can_lead,
             ..self.config_template.clone()
-        };
+        }
+        .with_timing(node.timing.heartbeat, node.timing.election_timeout);
         let seed = self.rng.next_u64();
+        let rng: Box<dyn RandomSource> = if self.adversarial {
+            Box::new(EdgeRandom(SplitMix64::new(seed)))
+        } else {
+            Box::new(SplitMix64::new(seed))
+        };
         let now = self.local_now(i);
+        let wal = self.position(i);
         let node = &mut self.nodes[i];
-        let raft = Raft::new(
-            config,
-            node.disk.clone(),
-            Box::new(SplitMix64::new(seed)),
-            now,
-        )
-        .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;
-        // The host tells what the server is before anything else happens: a standby behind
-        // another one is refused by it, which may only cost time, never safety or liveness.
-        let mut raft = raft;
-        raft.set_wal_position(self.databases.position(i));
-        let node = &mut self.nodes[i];
+        let mut raft = Raft::new(config, node.disk.clone(), rng, now)
+            .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;
+        // The host tells what the server is before anything else happens.
+        raft.set_wal_position(wal);
         node.verified_commit = 0;
+        node.incarnation += 1;
         node.raft = Some(raft);
+        let id = node.id;
+        self.checker.started(id, self.now);
         self.trace_line(i, "started from disk");
         self.after_activity(i)
+    }
+
+    /// Crashes a node and brings it back after `down` microseconds (unless something else
+    /// starts or crashes it meanwhile).
+    pub fn crash_for(&mut self, i: usize, down: u64) {
+        self.crash(i);
+        let incarnation = self.nodes[i].incarnation;
+        self.schedule(
+            self.now + down,
+            Happening::Restart {
+                node: i,
+                incarnation,
+            },
+        );
+    }
+
+    /// Reloads a server's timing settings.
+    pub fn reload_timing(&mut self, i: usize, timing: Timing) -> Result<(), Violation> {
+        self.nodes[i].timing = timing;
+        self.longest_timeout_ever = self.longest_timeout_ever.max(timing.election_timeout);
+        self.trace_line(
+            i,
+            &format!(
+                "reloaded heartbeat {} election timeout {}",
+                timing.heartbeat, timing.election_timeout
+            ),
+        );
+        let out = self.act(i, |r, _| {
+            r.set_timing(timing.heartbeat, timing.election_timeout)
+        })?;
+        match out {
+            Some(Err(e)) => Err(format!(
+                "node {} refused a valid timing: {e}",
+                self.nodes[i].id
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A reload of `pg_leader.can_be_leader`, as the worker handles it: a leader told it may
+    /// not lead hands leadership over at once (when a voter can take it).
+    pub fn set_can_lead(&mut self, i: usize, can_lead: bool) -> Result<(), Violation> {
+        self.nodes[i].can_lead = can_lead;
+        self.trace_line(i, &format!("can_lead = {can_lead}"));
+        self.act(i, |r, now| {
+            r.set_can_lead(can_lead);
+            if !can_lead && r.role() == Role::Leader {
+                let _ = r.hand_over(now);
+            }
+        })?;
+        Ok(())
+    }
+
+    pub fn set_wal(&mut self, i: usize, wal: WalPosition) -> Result<(), Violation> {
+        self.nodes[i].wal = wal;
+        self.act(i, |r, _| r.set_wal_position(wal))?;
+        Ok(())
+    }
+
+    /// The clock's rate changes now.
+    pub fn set_drift(&mut self, i: usize, drift_ppm: i64) {
+        let now = self.now;
+        self.nodes[i].clock.set_drift(now, drift_ppm);
+        self.reschedule_tick(i);
+    }
+
+    /// The machine sleeps until `until`: its processes stop, packets to it are lost; its lease
+    /// clock runs on (`CLOCK_BOOTTIME`) or, in the monotonic model, stands still.
+    pub fn suspend(&mut self, i: usize, until: u64) {
+        self.pause(i, until);
+        self.nodes[i].suspended_until = self.nodes[i].suspended_until.max(until);
+        if self.monotonic_suspend {
+            let now = self.now;
+            self.nodes[i].clock.freeze(now, until);
+        }
+        self.trace_line(i, "suspended");
+    }
+
+    pub fn is_suspended(&self, i: usize) -> bool {
+        self.nodes[i].suspended_until > self.now
     }
 
     /// Loses everything not on disk.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].raft = None;
         self.nodes[i].tick_generation += 1;
+        self.nodes[i].incarnation += 1;
         self.trace_line(i, "crashed");
     }
 
@@ -258,19 +473,32 @@ impl Cluster {
     /// Ends a pause now (SIGCONT): the node's timer is due again at once.
     pub fn resume(&mut self, i: usize) {
         if self.nodes[i].paused_until > self.now {
-            self.nodes[i].paused_until = self.now;
+            let now = self.now;
+            self.nodes[i].paused_until = now;
+            self.nodes[i].suspended_until = self.nodes[i].suspended_until.min(now);
+            self.nodes[i].clock.thaw(now);
             self.reschedule_tick(i);
             self.trace_line(i, "resumed");
         }
     }
 
     pub fn leader_with_lease(&self) -> Option<usize> {
-        (0..self.size()).find(|&i| {
-            self.nodes[i]
+        (0..self.size()).find(|&i| self.answers_true(i))
+    }
+
+    /// The servers that would answer true now: leaders whose lease holds on their own clock.
+    pub fn lease_holders(&self) -> Vec<usize> {
+        (0..self.size()).filter(|&i| self.answers_true(i)).collect()
+    }
+
+    /// A leader whose lease holds on its own clock. A sleeping machine answers nothing until it
+    /// wakes.
+    fn answers_true(&self, i: usize) -> bool {
+        !self.is_suspended(i)
+            && self.nodes[i]
                 .raft
                 .as_ref()
                 .is_some_and(|r| r.has_lease(self.local_now(i)))
-        })
     }
 
     /// Runs one node operation at the current moment, then handles what it produced.
@@ -281,7 +509,7 @@ impl Cluster {
     ) -> Result<Option<T>, Violation> {
         let now = self.local_now(i);
         self.advance_databases();
-        let wal = self.databases.position(i);
+        let wal = self.position(i);
         let Some(raft) = self.nodes[i].raft.as_mut() else {
             return Ok(None);
         };
@@ -309,8 +537,12 @@ impl Cluster {
     fn handle(&mut self, what: Happening) -> Result<(), Violation> {
         let node = match &what {
             Happening::Deliver(m) => m.to.0 as usize - 1,
-            Happening::Tick { node, .. } => *node,
+            Happening::Tick { node, .. } | Happening::Restart { node, .. } => *node,
         };
+        if matches!(what, Happening::Deliver(_)) && self.is_suspended(node) {
+            // A sleeping machine's network interface is down: the packet is lost.
+            return Ok(());
+        }
         if self.nodes[node].paused_until > self.now {
             // A stopped process handles nothing; the kernel keeps its packets and its timers fire late.
             let at = self.nodes[node].paused_until;
@@ -323,10 +555,18 @@ impl Cluster {
                 if self.network.is_blocked(from, node) {
                     return Ok(());
                 }
-                self.act(node, |r, now| {
+                self.answering = Asked::of(&msg);
+                let outcome = self.act(node, |r, now| {
                     // Dropped messages are the core's business to ignore; nothing to check.
                     let _ = r.step(msg, now);
-                })?;
+                });
+                self.answering = None;
+                outcome?;
+            }
+            Happening::Restart { incarnation, .. } => {
+                if incarnation == self.nodes[node].incarnation && !self.is_up(node) {
+                    self.start(node)?;
+                }
             }
             Happening::Tick { generation, .. } => {
                 if generation == self.nodes[node].tick_generation {
@@ -335,6 +575,24 @@ impl Cluster {
             }
         }
         self.check_leases()
+    }
+
+    /// What server `i` tells its core: its database's position, or with no database model
+    /// (`Layout::FaultDriven`) the one the fault phase set (`SimNode::wal`).
+    pub fn position(&self, i: usize) -> WalPosition {
+        if self.databases.layout == Layout::FaultDriven {
+            self.nodes[i].wal
+        } else {
+            self.databases.position(i)
+        }
+    }
+
+    /// Starts a cluster of `setup`'s servers with their databases laid out as `layout` says.
+    pub fn with_layout(setup: &Setup, layout: Layout, seed: u64) -> Cluster {
+        let mut c = Cluster::unstarted(setup, seed);
+        c.databases = Databases::new(layout, setup.drifts.len(), &mut layout_rng(seed));
+        Cluster::start_all(&mut c);
+        c
     }
 
     /// Brings every server's WAL to the present: primaries that run write, standbys that hear
@@ -365,12 +623,49 @@ impl Cluster {
         let mut ready = raft.take_ready();
         let term = raft.term();
         let id = raft.id();
+        let durable = ready.hard_state.is_some() || !ready.entries.is_empty();
+        if durable {
+            if let Some(fault) = self.nodes[i].disk_fault.take() {
+                // The write never reaches the disk; the server goes down with everything that
+                // waited on it (ready.md: drop the messages, restart from what is on disk).
+                let (what, down) = match fault {
+                    DiskFault::LoseUnsyncedWrite => {
+                        self.exercise(Exercised::LostUnsyncedWrite);
+                        ("power lost before fsync", self.rng.uniform(1, 3_000_000))
+                    }
+                    DiskFault::FailSave => {
+                        self.exercise(Exercised::FailedSave);
+                        (
+                            "save failed: stopped",
+                            self.rng.uniform(1_000_000, 5_000_000),
+                        )
+                    }
+                };
+                self.trace_line(i, what);
+                self.crash_for(i, down);
+                return Ok(());
+            }
+        }
         self.checker.term_seen(id, term)?;
         self.persist(i, &ready)?;
         self.observe_events(i, &ready)?;
+        // A slow fsync blocks the server, and what waited on it leaves late.
+        let mut fsync = 0;
+        if durable && self.nodes[i].slow_fsync_until > self.now {
+            fsync = self.nodes[i].fsync_delay;
+            self.exercise(Exercised::SlowFsync);
+            let until = self.now + fsync;
+            self.pause(i, until);
+        }
+        let local = self.local_now(i);
+        let at = Sending {
+            local,
+            real: self.now,
+            answering: self.answering,
+        };
         for msg in std::mem::take(&mut ready.messages) {
-            self.checker.message_sent(&msg, &self.nodes[i].disk)?;
-            self.send(msg);
+            self.checker.message_sent(&msg, &self.nodes[i].disk, at)?;
+            self.send(msg, fsync);
         }
         self.check_commit(i, &ready)?;
         self.reschedule_tick(i);
@@ -422,9 +717,24 @@ impl Cluster {
             } = event
             {
                 self.trace_line(i, &format!("became {role} in term {term} ({cause})"));
+                let local = self.local_now(i);
+                let id = self.nodes[i].id;
+                if matches!(role, Role::PreCandidate | Role::Candidate) {
+                    let handover = *cause == Cause::Transfer;
+                    self.checker.campaign_started(id, *term, handover, local)?;
+                }
                 match role {
                     Role::Candidate => self.counters.rounds_in_election += 1,
                     Role::Leader => {
+                        let holders: Vec<(NodeId, Term)> = self
+                            .lease_holders()
+                            .into_iter()
+                            .filter_map(|h| {
+                                let term = self.nodes[h].raft.as_ref()?.term();
+                                Some((self.nodes[h].id, term))
+                            })
+                            .collect();
+                        self.checker.elected_while_leased(id, *term, &holders)?;
                         let node = &self.nodes[i];
                         self.checker.became_leader(node.id, *term, &node.chain)?;
                         let rounds = std::mem::take(&mut self.counters.rounds_in_election);
@@ -463,10 +773,35 @@ impl Cluster {
         Ok(())
     }
 
-    fn send(&mut self, msg: Message) {
+    fn send(&mut self, msg: Message, after: u64) {
         self.counters.messages_sent += 1;
-        for delay in self.network.delays(&mut self.rng) {
-            self.schedule(self.now + delay, Happening::Deliver(msg.clone()));
+        if self.trace {
+            if let Body::VoteResponse { pre_vote, granted } = msg.body {
+                let what = format!(
+                    "{} {}vote to {} (term {})",
+                    if granted { "grants" } else { "refuses" },
+                    if pre_vote { "pre-" } else { "" },
+                    msg.to,
+                    msg.term
+                );
+                self.trace_line(msg.from.0 as usize - 1, &what);
+            }
+        }
+        let control = matches!(
+            msg.body,
+            Body::RequestVote { .. } | Body::VoteResponse { .. } | Body::TimeoutNow
+        );
+        for delay in self.network.delays(&mut self.rng, control) {
+            if delay >= self.network.late_min {
+                self.exercise(Exercised::LateMessage);
+                match msg.body {
+                    Body::VoteResponse { granted: true, .. } => self.exercise(Exercised::LateVote),
+                    Body::TimeoutNow => self.exercise(Exercised::LateTimeoutNow),
+                    Body::AppendResponse { .. } => self.exercise(Exercised::LateAcknowledgement),
+                    _ => {}
+                }
+            }
+            self.schedule(self.now + after + delay, Happening::Deliver(msg.clone()));
         }
     }
 
@@ -492,18 +827,18 @@ impl Cluster {
     /// Lease safety: at no instant do two nodes hold a valid lease. A lease starts only at an
     /// event and only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
-        let holders: Vec<NodeId> = (0..self.size())
-            .filter(|&i| {
-                self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.has_lease(self.local_now(i)))
-            })
-            .map(|i| self.nodes[i].id)
-            .collect();
+        if (0..self.size())
+            .filter(|&i| self.answers_true(i))
+            .nth(1)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let holders = self.lease_holders();
         if holders.len() > 1 {
+            let ids: Vec<NodeId> = holders.iter().map(|&h| self.nodes[h].id).collect();
             return Err(format!(
-                "nodes {holders:?} hold a lease at the same instant (t={}us)",
+                "nodes {ids:?} hold a lease at the same instant (t={}us)",
                 self.now
             ));
         }
@@ -532,6 +867,30 @@ impl Cluster {
     pub fn leader_membership(&self) -> Option<Membership> {
         let l = self.leader_with_lease()?;
         Some(self.nodes[l].raft.as_ref()?.membership().0.clone())
+    }
+
+    /// Each server's state, one line each, for the trace of a failed seed.
+    pub fn trace_state(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let state = match &n.raft {
+                Some(r) => format!(
+                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {}",
+                    r.role(),
+                    r.term(),
+                    r.leader_id().map(|l| l.0),
+                    r.log().last_term(),
+                    r.log().last_index(),
+                    r.log().committed(),
+                    r.membership().0,
+                    n.can_lead,
+                    n.wal.timeline,
+                    n.wal.lsn,
+                    n.timing.election_timeout,
+                ),
+                None => "down".to_string(),
+            };
+            self.trace_line(i, &state);
+        }
     }
 
     fn trace_line(&self, i: usize, what: &str) {

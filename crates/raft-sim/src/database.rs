@@ -24,8 +24,9 @@ pub enum Layout {
     FormerPrimaryBack { primary: usize, former: usize },
     /// Only standbys (the primary is gone): no one is preferred.
     StandbysOnly,
-    /// `pg_leader.wal_aware_election` off: every position unknown.
-    Unknown,
+    /// No database model: each server tells the position the fault phase sets on it
+    /// (`SimNode::wal`: standbys of timeline 1 whose WAL the faults move), so no one is preferred.
+    FaultDriven,
 }
 
 impl Layout {
@@ -39,7 +40,7 @@ impl Layout {
                 Layout::FormerPrimaryBack { primary, former }
             }
             14..=16 => Layout::StandbysOnly,
-            _ => Layout::Unknown,
+            _ => Layout::FaultDriven,
         }
     }
 }
@@ -73,7 +74,7 @@ impl Databases {
                     }
                     Layout::FormerPrimaryBack { primary, .. } => (2, i != primary, fork),
                     Layout::StandbysOnly => (1, true, fork - rng.uniform(0, 10_000)),
-                    Layout::Unknown => (0, true, 0),
+                    Layout::FaultDriven => (0, true, 0),
                 };
                 Database {
                     timeline,
@@ -190,8 +191,7 @@ mod tests {
         );
         let none = Databases::new(Layout::StandbysOnly, 3, &mut rng);
         assert_eq!(none.preferred(), None);
-        let unknown = Databases::new(Layout::Unknown, 3, &mut rng);
-        assert_eq!(unknown.preferred(), None);
-        assert!(!unknown.position(0).known());
+        let fault_driven = Databases::new(Layout::FaultDriven, 3, &mut rng);
+        assert_eq!(fault_driven.preferred(), None);
     }
 }

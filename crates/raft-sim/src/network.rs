@@ -14,6 +14,12 @@ pub struct Network {
     pub max_delay: u64,
     pub slow_delay: u64,
     pub slow_per_million: u64,
+    /// Some packets arrive more than an election timeout late: in `[late_min, late_max)`.
+    pub late_per_million: u64,
+    pub late_min: u64,
+    pub late_max: u64,
+    /// Adversarial delays: each drawn at one end of its range.
+    pub at_edges: bool,
 }
 
 impl Network {
@@ -26,6 +32,10 @@ impl Network {
             max_delay: 2_000,
             slow_delay: 40_000,
             slow_per_million: 0,
+            late_per_million: 0,
+            late_min: 1_000_000,
+            late_max: 3_000_000,
+            at_edges: false,
         }
     }
 
@@ -34,6 +44,7 @@ impl Network {
         self.drop_per_million = 0;
         self.duplicate_per_million = 0;
         self.slow_per_million = 0;
+        self.late_per_million = 0;
         self.heal();
     }
 
@@ -63,7 +74,10 @@ impl Network {
     }
 
     /// The delays at which copies of one packet arrive: none when lost, two when duplicated.
-    pub fn delays(&self, rng: &mut SplitMix64) -> Vec<u64> {
+    /// `control` packets (votes, TimeoutNow) are late four times as often: they are few, and
+    /// their lateness is what the promises must survive.
+    pub fn delays(&self, rng: &mut SplitMix64, control: bool) -> Vec<u64> {
+        let late = self.late_per_million * if control { 4 } else { 1 };
         if rng.uniform(0, 1_000_000) < self.drop_per_million {
             return Vec::new();
         }
@@ -74,10 +88,17 @@ impl Network {
         };
         (0..copies)
             .map(|_| {
-                if rng.uniform(0, 1_000_000) < self.slow_per_million {
-                    rng.uniform(self.max_delay, self.slow_delay)
+                let (low, high) = if rng.uniform(0, 1_000_000) < late {
+                    (self.late_min, self.late_max)
+                } else if rng.uniform(0, 1_000_000) < self.slow_per_million {
+                    (self.max_delay, self.slow_delay)
                 } else {
-                    rng.uniform(self.min_delay, self.max_delay)
+                    (self.min_delay, self.max_delay)
+                };
+                match (self.at_edges, rng.uniform(0, 2)) {
+                    (false, _) => rng.uniform(low, high),
+                    (true, 0) => low,
+                    (true, _) => high,
                 }
             })
             .collect()

@@ -4,14 +4,15 @@
 //! to get leadership back once the network heals.
 
 use crate::checker::Violation;
-use crate::cluster::{random_drifts, Cluster};
+use crate::cluster::{random_drifts, Cluster, Setup};
 use crate::database::Layout;
 use crate::scenario::Options;
 use pg_leader_raft::{RandomSource, SplitMix64};
 
 /// Runs until the preferred server (the primary of the newest timeline, if any) is the agreed
 /// leader, and returns the real time since `faults_ended`; `None` when there is nothing to
-/// require: no primary, or one that the configuration does not count as a voter.
+/// require: no primary, or one that may not lead or that the configuration does not count as a
+/// voter.
 pub fn wait_for_preferred_leader(
     c: &mut Cluster,
     faults_ended: u64,
@@ -22,6 +23,9 @@ pub fn wait_for_preferred_leader(
     };
     let id = c.nodes[primary].id;
     loop {
+        if !c.nodes[primary].can_lead {
+            return Ok(None);
+        }
         if let Some((leader, _)) = c.agreed_leader() {
             if leader == primary {
                 return Ok(Some(c.now - faults_ended));
@@ -55,7 +59,7 @@ pub fn fresh_start(
 ) -> Result<(bool, u64), Violation> {
     let mut c = fresh_cluster(seed, nodes, options);
     let primary = primary_of(&c);
-    let bound = options.liveness_bound() + stagger_us;
+    let bound = bound(options) + stagger_us;
     let mut starts: Vec<(u64, usize)> = (0..nodes)
         .filter(|&i| i != primary && stagger_us > 0)
         .map(|i| (c.rng.uniform(0, stagger_us), i))
@@ -89,7 +93,7 @@ pub fn fresh_start(
 pub fn hand_back_after_heal(seed: u64, nodes: usize, options: &Options) -> Result<u64, Violation> {
     let mut c = fresh_cluster(seed, nodes, options);
     let primary = primary_of(&c);
-    let bound = options.liveness_bound();
+    let bound = bound(options);
     wait_for_preferred_leader(&mut c, 0, bound)?;
     c.network.isolate(&[primary]);
     let cut_at = c.now;
@@ -110,14 +114,8 @@ fn fresh_cluster(seed: u64, nodes: usize, options: &Options) -> Cluster {
     let mut rng = SplitMix64::new(seed ^ 0xF4E5_4157);
     let drifts = random_drifts(nodes, options.max_drift_ppm, &mut rng);
     let primary = rng.uniform(0, nodes as u64) as usize;
-    let mut c = Cluster::with_layout(
-        options.heartbeat,
-        options.election_timeout,
-        &drifts,
-        nodes,
-        Layout::Fresh { primary },
-        seed,
-    );
+    let setup = Setup::uniform(options.heartbeat, options.election_timeout, &drifts);
+    let mut c = Cluster::with_layout(&setup, Layout::Fresh { primary }, seed);
     c.trace = options.trace;
     c
 }
@@ -126,4 +124,10 @@ fn primary_of(c: &Cluster) -> usize {
     c.databases
         .preferred()
         .expect("a fresh layout has a primary")
+}
+
+/// A leader within this much of a calm start: the restart blackout, then at worst a few rounds
+/// of timeouts.
+fn bound(options: &Options) -> u64 {
+    13 * options.election_timeout.as_micros()
 }

@@ -1,12 +1,19 @@
 //! One seed's run: a phase of random faults with every invariant checked after each step, then a
 //! liveness phase (faults stop, one leader must appear within a bound), then a measured failover
 //! (the leader crashes in calm conditions). Among the faults are membership changes: servers
-//! added (as voters or learners) and removed, spares included, at random moments.
+//! added (as voters or learners) and removed, spares included, at random moments; and those of
+//! `faults`: timings that differ and change, voters that cannot lead, clocks that change rate or
+//! jump over a suspend, late messages, disks that lose or fail writes or sync slowly, WAL
+//! positions that move, proposal bursts, campaign nudges, adversarial timers and delays.
 
 use crate::checker::Violation;
-use crate::cluster::Cluster;
+use crate::cluster::{layout_rng, Cluster, DiskFault, Setup, Timing};
+use crate::database::{Databases, Layout};
+use crate::faults::{Exercised, Faults};
 use crate::preferred::wait_for_preferred_leader;
-use pg_leader_raft::{Duration, MembershipChange, NodeId, RandomSource};
+use pg_leader_raft::{
+    Duration, MembershipChange, NodeId, RandomSource, Role, SplitMix64, WalPosition,
+};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -20,6 +27,7 @@ pub struct Options {
     pub max_fault_phase: u64,
     /// Clock rates differ from real time by up to this much.
     pub max_drift_ppm: i64,
+    pub faults: Faults,
     pub trace: bool,
 }
 
@@ -34,24 +42,100 @@ impl Default for Options {
             // The default lease margin (T/10) covers rates within 5.26 % of real time; the simulator
             // goes right up to that edge so that a weaker margin fails.
             max_drift_ppm: 50_000,
+            faults: Faults::default(),
             trace: false,
         }
     }
 }
 
 impl Options {
-    /// After the faults stop, a leader that all nodes follow must appear within this time: the
-    /// restart blackout (T), then at worst a few rounds of timeouts drawn from [T, 2T).
-    pub fn liveness_bound(&self) -> u64 {
-        12 * self.election_timeout.as_micros()
+    fn base_timing(&self) -> Timing {
+        Timing {
+            heartbeat: self.heartbeat,
+            election_timeout: self.election_timeout,
+        }
     }
+}
 
-    /// After the faults stop, the primary of the newest timeline, a voter, must lead within
-    /// this time: the bound for any leader, then a handover (at worst one that fails after
-    /// `T` and one more election).
-    pub fn preferred_leader_bound(&self) -> u64 {
-        self.liveness_bound() + 4 * self.election_timeout.as_micros()
+/// After the faults stop, a leader that all nodes follow must appear within this time: the
+/// promises still running (at most the longest timeout any server ever had), then at worst a
+/// few rounds of timeouts drawn from [T, 2T) of the slowest server.
+fn liveness_bound(c: &Cluster) -> u64 {
+    12 * c.longest_timeout().as_micros() + c.longest_timeout_ever.as_micros()
+}
+
+/// After the faults stop, the primary of the newest timeline, a voter that may lead, must lead
+/// within this time: the bound for any leader, then a handover (at worst one that fails after
+/// a timeout, and one more election).
+fn preferred_leader_bound(c: &Cluster) -> u64 {
+    liveness_bound(c) + 4 * c.longest_timeout().as_micros()
+}
+
+/// A timing within the setting rules (h <= T/2): T from half to ten times the base one, h from
+/// T/20 to T/2.
+fn draw_timing(rng: &mut SplitMix64, base: Timing) -> Timing {
+    let halves = [1, 2, 2, 2, 4, 8, 20][rng.uniform(0, 7) as usize];
+    let election_timeout = base.election_timeout.as_micros() * halves / 2;
+    let divisor = [2, 3, 5, 10, 10, 20][rng.uniform(0, 6) as usize];
+    Timing {
+        heartbeat: Duration::from_micros((election_timeout / divisor).max(1_000)),
+        election_timeout: Duration::from_micros(election_timeout),
     }
+}
+
+/// The cluster a seed runs: sizes, drifts, timings and leading rights drawn from the seed.
+fn draw_setup(seed: u64, options: &Options, pick: &mut SplitMix64) -> (Setup, u32) {
+    let faults = &options.faults;
+    let nodes = options
+        .nodes
+        .unwrap_or_else(|| [1, 3, 3, 5, 5, 7][pick.uniform(0, 6) as usize]);
+    let spares = options
+        .spares
+        .unwrap_or_else(|| [0, 0, 1, 2][pick.uniform(0, 4) as usize]);
+    let size = nodes + spares;
+    let mut exercised = 0;
+    let adversarial = faults.adversarial && pick.uniform(0, 4) == 0;
+    let max = options.max_drift_ppm;
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_C10C);
+    // Half the clocks sit at the edges of the allowed drift, where a lease is tightest (all of
+    // them in an adversarial run).
+    let drifts: Vec<i64> = (0..size)
+        .map(|_| match rng.uniform(0, 4) {
+            0 => max,
+            1 => -max,
+            _ if adversarial => max,
+            _ => rng.uniform(0, 2 * max as u64 + 1) as i64 - max,
+        })
+        .collect();
+    let base = options.base_timing();
+    let timings: Vec<Timing> = if faults.mixed_timings && pick.uniform(0, 2) == 0 {
+        (0..size).map(|_| draw_timing(pick, base)).collect()
+    } else {
+        vec![base; size]
+    };
+    if timings.iter().any(|t| *t != base) {
+        exercised |= Exercised::MixedTimings.bit();
+    }
+    let can_lead: Vec<bool> = if faults.voters_that_cannot_lead && pick.uniform(0, 2) == 0 {
+        (0..size).map(|_| pick.uniform(0, 3) > 0).collect()
+    } else {
+        vec![true; size]
+    };
+    if can_lead.contains(&false) {
+        exercised |= Exercised::CannotLead.bit();
+    }
+    if adversarial {
+        exercised |= Exercised::Adversarial.bit();
+    }
+    let setup = Setup {
+        voters: nodes,
+        timings,
+        can_lead,
+        drifts,
+        adversarial,
+        monotonic_suspend: faults.monotonic_suspend,
+    };
+    (setup, exercised)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -74,42 +158,59 @@ pub struct Report {
     /// Membership changes the leader accepted, and configuration entries stored on any node.
     pub membership_changes: u64,
     pub configurations: u64,
+    /// `Exercised` bits of the faults this seed reached.
+    pub exercised: u32,
 }
 
 pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
-    let mut pick = pg_leader_raft::SplitMix64::new(seed ^ 0xA5A5_5A5A_F00D_CAFE);
-    let nodes = options
-        .nodes
-        .unwrap_or_else(|| [1, 3, 3, 5, 5, 7][pick.uniform(0, 6) as usize]);
-    let spares = options
-        .spares
-        .unwrap_or_else(|| [0, 0, 1, 2][pick.uniform(0, 4) as usize]);
-    let mut cluster = Cluster::new(
-        nodes,
-        spares,
-        options.heartbeat,
-        options.election_timeout,
-        options.max_drift_ppm,
-        seed,
-    );
+    run_seed_exercising(seed, options).map_err(|(v, _)| v)
+}
+
+/// Like `run_seed`; a violation comes with the `Exercised` bits of the faults reached before it.
+pub fn run_seed_exercising(seed: u64, options: &Options) -> Result<Report, (Violation, u32)> {
+    let mut exercised = 0;
+    run(seed, options, &mut exercised).map_err(|v| (v, exercised))
+}
+
+fn run(seed: u64, options: &Options, exercised_out: &mut u32) -> Result<Report, Violation> {
+    let mut pick = SplitMix64::new(seed ^ 0xA5A5_5A5A_F00D_CAFE);
+    let (setup, exercised) = draw_setup(seed, options, &mut pick);
+    let nodes = setup.voters;
+    let mut cluster = Cluster::unstarted(&setup, seed);
+    let layout = Layout::draw(&mut layout_rng(seed), nodes);
+    cluster.databases = Databases::new(layout, setup.drifts.len(), &mut layout_rng(seed));
+    cluster.exercised |= exercised;
     cluster.trace = options.trace;
+    Cluster::start_all(&mut cluster);
     let mut report = Report {
         nodes,
         ..Report::default()
     };
 
     let fault_end = pick.uniform(options.max_fault_phase / 4, options.max_fault_phase + 1);
-    fault_phase(&mut cluster, fault_end, &mut report)?;
-    report.recovery_us = liveness_phase(&mut cluster, options)?;
+    let outcome = fault_phase(&mut cluster, fault_end, options, &mut report)
+        .and_then(|_| liveness_phase(&mut cluster));
+    *exercised_out = cluster.exercised;
+    if options.trace {
+        println!("faults exercised: {}", describe(cluster.exercised));
+    }
+    report.recovery_us = outcome?;
     let faults_ended = cluster.now - report.recovery_us;
-    report.preferred_us =
-        wait_for_preferred_leader(&mut cluster, faults_ended, options.preferred_leader_bound())?;
+    let bound = preferred_leader_bound(&cluster);
+    report.preferred_us = wait_for_preferred_leader(&mut cluster, faults_ended, bound)?;
+    // A failover is owed only when a voter other than the leader may lead.
+    let leaders = cluster.leader_membership().map_or(0, |m| {
+        (0..cluster.size())
+            .filter(|&i| m.is_voter(cluster.nodes[i].id) && cluster.nodes[i].can_lead)
+            .count()
+    });
     let voters = cluster.leader_membership().map_or(0, |m| m.voter_count());
-    if voters >= 3 {
+    if voters >= 3 && leaders >= 2 {
         let (time, rounds) = failover(&mut cluster, options)?;
         report.failover_us = Some(time);
         report.failover_rounds = Some(rounds);
     }
+    report.exercised = cluster.exercised;
     report.events = cluster.counters.events;
     report.configurations = cluster.checker.configurations;
     report.elections = cluster.counters.election_rounds.len() as u64;
@@ -122,32 +223,31 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
     Ok(report)
 }
 
+/// The names of the faults set in `exercised`.
+pub fn describe(exercised: u32) -> String {
+    let names: Vec<&str> = Exercised::ALL
+        .iter()
+        .filter(|f| exercised & f.bit() != 0)
+        .map(|f| f.name())
+        .collect();
+    names.join(", ")
+}
+
 /// Random faults: crashes and restarts, pauses, partitions of every shape, loss, duplication,
-/// slow packets, proposals and leadership transfers.
-fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Violation> {
+/// slow packets, proposals and leadership transfers, and the knobs of `options.faults`.
+fn fault_phase(
+    c: &mut Cluster,
+    end: u64,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), Violation> {
     let n = c.size();
-    let mut crashed_until = vec![0u64; n];
     while c.now < end {
         let step = c.rng.uniform(20_000, 600_000);
-        let next_restart = crashed_until
-            .iter()
-            .copied()
-            .filter(|t| *t != 0)
-            .min()
-            .unwrap_or(u64::MAX);
-        c.run_until((c.now + step).min(end).min(next_restart))?;
-        for (i, until) in crashed_until.iter_mut().enumerate() {
-            if *until != 0 && *until <= c.now {
-                *until = 0;
-                c.start(i)?;
-            }
-        }
-        if c.now == next_restart {
-            continue;
-        }
+        c.run_until((c.now + step).min(end))?;
         let target = c.rng.uniform(0, n as u64) as usize;
         report.faults += 1;
-        match c.rng.uniform(0, 16) {
+        match c.rng.uniform(0, 32) {
             14 | 15 => {
                 report.faults -= 1;
                 if change_membership(c, target)? {
@@ -164,20 +264,20 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
             12 => {
                 // A quick restart: the node forgets whom it promised not to vote against.
                 if c.is_up(target) {
-                    c.crash(target);
-                    crashed_until[target] = c.now + c.rng.uniform(1, 200_000);
+                    let down = c.rng.uniform(1, 200_000);
+                    c.crash_for(target, down);
                 }
             }
             0 | 1 => {
                 if c.is_up(target) {
-                    c.crash(target);
-                    crashed_until[target] = c.now + c.rng.uniform(1, 3_000_000);
+                    let down = c.rng.uniform(1, 3_000_000);
+                    c.crash_for(target, down);
                 }
             }
             2 => {
                 if let Some(l) = c.leader_with_lease() {
-                    c.crash(l);
-                    crashed_until[l] = c.now + c.rng.uniform(1, 3_000_000);
+                    let down = c.rng.uniform(1, 3_000_000);
+                    c.crash_for(l, down);
                 }
             }
             3 => {
@@ -209,22 +309,135 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
                 c.network.duplicate_per_million = c.rng.uniform(0, 100_000);
                 c.network.slow_per_million = c.rng.uniform(0, 50_000);
             }
-            9 => {
+            9 | 31 => {
                 if let Some(l) = c.leader_with_lease() {
                     let to = NodeId(c.rng.uniform(1, n as u64 + 1) as u32);
                     let _ = c.act(l, |r, now| r.transfer_leadership(to, now))?;
                 }
             }
-            _ => {
+            10 | 11 => {
                 report.faults -= 1;
                 if let Some(l) = (0..n).find(|&i| c.nodes[i].paused_until <= c.now && c.is_up(i)) {
                     let command = c.rng.next_u64().to_le_bytes().to_vec();
                     let _ = c.act(l, |r, now| r.propose(command, now))?;
                 }
             }
+            kind => {
+                if !new_fault(c, kind, target, options)? {
+                    report.faults -= 1;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The faults that promises, leases and the WAL-aware vote meet in production. Returns false
+/// when the draw was a fault whose knob is off.
+fn new_fault(
+    c: &mut Cluster,
+    kind: u64,
+    target: usize,
+    options: &Options,
+) -> Result<bool, Violation> {
+    let f = &options.faults;
+    let n = c.size();
+    let longest = c.longest_timeout().as_micros();
+    match kind {
+        16 | 17 if f.timing_reloads => {
+            // A reload on any subset of the servers, the target always among them.
+            let leader = (0..n).find(|&i| is_leader(c, i));
+            for i in 0..n {
+                if i == target || c.rng.uniform(0, 2) == 0 {
+                    let timing = draw_timing(&mut c.rng, options.base_timing());
+                    c.reload_timing(i, timing)?;
+                    c.exercise(Exercised::TimingReload);
+                }
+            }
+            // Now and then the reloaded leader loses its followers at once: its lease must
+            // still count only the promises they made under the old timing.
+            if let Some(l) = leader.filter(|_| c.rng.uniform(0, 3) == 0) {
+                let heartbeat = c.nodes[l].timing.heartbeat.as_micros();
+                let until = c.now + c.rng.uniform(0, 2 * heartbeat + 1);
+                c.run_until(until)?;
+                c.network.isolate(&[l]);
+                c.exercise(Exercised::LeaderReloadThenCut);
+            }
+        }
+        18 if f.voters_that_cannot_lead => {
+            let can_lead = !c.nodes[target].can_lead;
+            c.set_can_lead(target, can_lead)?;
+            c.exercise(Exercised::CannotLead);
+        }
+        19 if f.clock_rate_changes => {
+            let max = options.max_drift_ppm;
+            let drift = c.rng.uniform(0, 2 * max as u64 + 1) as i64 - max;
+            c.set_drift(target, drift);
+            c.exercise(Exercised::ClockRateChange);
+        }
+        20 if f.suspends => {
+            let until = c.now + c.rng.uniform(50_000, 3 * longest);
+            c.suspend(target, until);
+            c.exercise(Exercised::Suspend);
+        }
+        21 if f.late_messages => c.network.late_per_million = c.rng.uniform(0, 100_000),
+        22 if f.lost_unsynced_writes => {
+            c.nodes[target].disk_fault = Some(DiskFault::LoseUnsyncedWrite)
+        }
+        23 if f.failed_saves => c.nodes[target].disk_fault = Some(DiskFault::FailSave),
+        24 if f.slow_fsync => {
+            c.nodes[target].slow_fsync_until = c.now + c.rng.uniform(100_000, 3_000_000);
+            c.nodes[target].fsync_delay = c.rng.uniform(1_000, longest + 1);
+        }
+        25 if f.wal_moves => {
+            // Standbys replay, the primary writes: positions move forward.
+            for i in 0..n {
+                if i == target || c.rng.uniform(0, 2) == 0 {
+                    let mut wal = c.nodes[i].wal;
+                    wal.lsn += c.rng.uniform(1, 4);
+                    c.set_wal(i, wal)?;
+                }
+            }
+            c.exercise(Exercised::WalAdvance);
+        }
+        26 if f.wal_moves => {
+            // A promotion starts a new timeline; some standbys follow it at once.
+            let promoted = (0..n).find(|&i| is_leader(c, i)).unwrap_or(target);
+            let mut wal = c.nodes[promoted].wal;
+            wal.timeline += 1;
+            c.set_wal(promoted, wal)?;
+            for i in 0..n {
+                if i != promoted && c.rng.uniform(0, 2) == 0 {
+                    let lsn = c.nodes[i].wal.lsn.min(wal.lsn);
+                    c.set_wal(i, WalPosition { lsn, ..wal })?;
+                }
+            }
+            c.exercise(Exercised::TimelineChange);
+        }
+        27 if f.campaign_nudges => {
+            c.act(target, |r, now| r.campaign(now))
+                .map_err(|v| format!("{v} [in Raft::campaign()]"))?;
+            c.exercise(Exercised::CampaignNudge);
+        }
+        28..=30 if f.proposals => {
+            if let Some(l) = (0..n).find(|&i| is_leader(c, i) && c.nodes[i].paused_until <= c.now) {
+                for _ in 0..c.rng.uniform(1, 9) {
+                    let command = c.rng.next_u64().to_le_bytes().to_vec();
+                    c.act(l, |r, now| r.propose(command, now))?;
+                }
+                c.exercise(Exercised::ProposalBurst);
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn is_leader(c: &Cluster, i: usize) -> bool {
+    c.nodes[i]
+        .raft
+        .as_ref()
+        .is_some_and(|r| r.role() == Role::Leader)
 }
 
 /// On the leader, if any: removes `target` when it is a member, else adds it (a voter two times
@@ -248,22 +461,45 @@ fn change_membership(c: &mut Cluster, target: usize) -> Result<bool, Violation> 
     Ok(accepted == Some(true))
 }
 
-/// Faults stop: every node is up, unpaused, on a calm network. Returns the time to agreement.
-fn liveness_phase(c: &mut Cluster, options: &Options) -> Result<u64, Violation> {
+/// Faults stop: every node is up, awake, on a calm network, with healthy disks, and at least
+/// one voter allowed to lead. Returns the time to agreement.
+fn liveness_phase(c: &mut Cluster) -> Result<u64, Violation> {
     let start = c.now;
     c.network.calm();
     for i in 0..c.size() {
+        c.nodes[i].disk_fault = None;
+        c.nodes[i].slow_fsync_until = 0;
         c.resume(i);
         if !c.is_up(i) {
             c.start(i)?;
         }
     }
-    wait_for_agreement(
-        c,
-        start,
-        options.liveness_bound(),
-        "after the faults stopped",
-    )
+    ensure_a_voter_can_lead(c)?;
+    wait_for_agreement(c, start, liveness_bound(c), "after the faults stopped")
+}
+
+/// Liveness is owed only when a voter may lead (invariant 6): in the configuration of the
+/// server with the newest log, turn `can_lead` on for one voter when none has it.
+fn ensure_a_voter_can_lead(c: &mut Cluster) -> Result<(), Violation> {
+    let newest = (0..c.size())
+        .filter_map(|i| {
+            let log = c.nodes[i].raft.as_ref()?.log();
+            // On a tie the first voters' view: a spare's own list names itself too.
+            Some(((log.last_term(), log.last_index()), std::cmp::Reverse(i)))
+        })
+        .max()
+        .map(|(_, std::cmp::Reverse(i))| i);
+    let Some(newest) = newest else { return Ok(()) };
+    let voters: Vec<usize> = {
+        let membership = c.nodes[newest].raft.as_ref().expect("up").membership().0;
+        (0..c.size())
+            .filter(|&i| membership.is_voter(c.nodes[i].id))
+            .collect()
+    };
+    if !voters.is_empty() && voters.iter().all(|&i| !c.nodes[i].can_lead) {
+        c.set_can_lead(voters[0], true)?;
+    }
+    Ok(())
 }
 
 fn wait_for_agreement(
@@ -275,6 +511,7 @@ fn wait_for_agreement(
     let step = 1_000;
     while c.agreed_leader().is_none() {
         if c.now - start > bound {
+            c.trace_state();
             return Err(format!("liveness: no agreed leader {}us {what}", bound));
         }
         c.run_until(c.now + step)?;
@@ -289,7 +526,7 @@ fn failover(c: &mut Cluster, options: &Options) -> Result<(u64, u32), Violation>
     let leader = match c.agreed_leader() {
         Some((l, _)) => l,
         None => {
-            wait_for_agreement(c, c.now, options.liveness_bound(), "before the failover")?;
+            wait_for_agreement(c, c.now, liveness_bound(c), "before the failover")?;
             c.agreed_leader().expect("just agreed").0
         }
     };
@@ -304,7 +541,8 @@ fn failover(c: &mut Cluster, options: &Options) -> Result<(u64, u32), Violation>
                 break;
             }
         }
-        if c.now - start > options.liveness_bound() {
+        if c.now - start > liveness_bound(c) {
+            c.trace_state();
             return Err("liveness: no new leader after the leader crashed".to_string());
         }
         c.run_until(c.now + step)?;

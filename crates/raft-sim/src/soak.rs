@@ -1,6 +1,7 @@
 //! Many seeds at once, spread over threads, summed into one report.
 
-use crate::scenario::{run_seed, Options};
+use crate::faults::Exercised;
+use crate::scenario::{run_seed_exercising, Options};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -22,6 +23,8 @@ pub struct Summary {
     pub preferred_us_max: u64,
     pub membership_changes: u64,
     pub configurations: u64,
+    /// Per `Exercised` fault, the seeds that reached it (violating seeds included).
+    pub exercised: [u64; Exercised::ALL.len()],
 }
 
 impl Summary {
@@ -47,6 +50,39 @@ impl Summary {
         self.preferred_us_max = self.preferred_us_max.max(other.preferred_us_max);
         self.membership_changes += other.membership_changes;
         self.configurations += other.configurations;
+        for (mine, theirs) in self.exercised.iter_mut().zip(other.exercised) {
+            *mine += theirs;
+        }
+    }
+
+    fn count_exercised(&mut self, bits: u32) {
+        for (count, fault) in self.exercised.iter_mut().zip(Exercised::ALL) {
+            if bits & fault.bit() != 0 {
+                *count += 1;
+            }
+        }
+    }
+
+    /// Violations grouped by their text with the numbers taken out, most frequent first, each
+    /// with its seeds in order.
+    pub fn violation_kinds(&self) -> Vec<(String, Vec<u64>)> {
+        let mut kinds: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for (seed, v) in &self.violations {
+            let kind: String = v
+                .split(|c: char| c.is_ascii_digit())
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("#");
+            kinds.entry(kind).or_default().push(*seed);
+        }
+        let mut kinds: Vec<(String, Vec<u64>)> = kinds.into_iter().collect();
+        kinds.sort_by_key(|(_, seeds)| std::cmp::Reverse(seeds.len()));
+        kinds
+    }
+
+    /// The share of seeds that reached `fault`, in percent.
+    pub fn share(&self, fault: Exercised) -> f64 {
+        100.0 * self.exercised[fault as usize] as f64 / self.seeds.max(1) as f64
     }
 
     pub fn print(&mut self, seconds: f64) {
@@ -92,7 +128,20 @@ impl Summary {
             self.preferred_checked,
             ms(self.preferred_us_max)
         );
-        for (seed, v) in self.violations.iter().take(20) {
+        println!("seeds exercising each fault:");
+        for fault in Exercised::ALL {
+            println!("  {:>6.2}%  {}", self.share(fault), fault.name());
+        }
+        for (kind, seeds) in self.violation_kinds() {
+            let first: Vec<String> = seeds.iter().take(8).map(|s| s.to_string()).collect();
+            println!(
+                "VIOLATIONS {:>7} x {kind}  (seeds {}{})",
+                seeds.len(),
+                first.join(" "),
+                if seeds.len() > 8 { " ..." } else { "" }
+            );
+        }
+        for (seed, v) in self.violations.iter().take(1000) {
             println!("VIOLATION seed {seed}: {v}");
         }
     }
@@ -113,8 +162,9 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> S
                         break;
                     }
                     local.seeds += 1;
-                    match run_seed(seed, options) {
+                    match run_seed_exercising(seed, options) {
                         Ok(r) => {
+                            local.count_exercised(r.exercised);
                             local.faults += r.faults;
                             local.events += r.events;
                             local.elections += r.elections;
@@ -133,7 +183,10 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> S
                                 }
                             }
                         }
-                        Err(v) => local.violations.push((seed, v)),
+                        Err((v, exercised)) => {
+                            local.count_exercised(exercised);
+                            local.violations.push((seed, v));
+                        }
                     }
                 }
                 total

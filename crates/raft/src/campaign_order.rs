@@ -22,7 +22,6 @@
 //!   first campaign, never their later ones.
 //! - Everything else draws from `[T, 2T)` at microsecond resolution, as before.
 
-use crate::lease::drift_margin;
 use crate::message::WalPosition;
 use crate::preference::assess;
 use crate::raft::Raft;
@@ -57,7 +56,7 @@ impl Raft {
         }
         let t = self.config.election_timeout;
         let wait = if self.is_preferred_primary() && self.may_campaign() {
-            let margin = drift_margin(t);
+            let margin = self.config.drift_margin(t);
             margin + margin
         } else {
             let t = t.as_micros();

@@ -24,7 +24,7 @@ pub mod types;
 mod wal_sample;
 
 pub use config::{Config, ConfigError};
-pub use lease::{drift_margin, lease_for, MAX_CLOCK_DRIFT_PPM};
+pub use lease::{DEFAULT_MARGIN_DIVISOR, MAX_CLOCK_DRIFT_PPM};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use preference::NotPreferred;

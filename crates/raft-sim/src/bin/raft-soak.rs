@@ -1,10 +1,18 @@
 //! raft-soak: runs many simulated seeds of the Raft core under faults and prints the figures.
 //!
 //!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
-//!             [--election-timeout MS] [--fault-phase MS]
-//!   raft-soak --seed S [--trace]      replay one seed exactly
+//!             [--election-timeout MS] [--fault-phase MS] [--max-drift PPM]
+//!             [--monotonic-suspend] [--only-old-faults] [--with KNOB] [--without KNOB]
+//!   raft-soak --seed S [--trace]      replay one seed exactly (with the same options)
+//!
+//! `--monotonic-suspend` models a lease clock that stops while the machine sleeps
+//! (`CLOCK_MONOTONIC`); `--only-old-faults` turns off every fault of `Faults` (the simulator as
+//! it was before them), `--with`/`--without` turn one on or off (see `Faults::NAMES`), in the
+//! order given; `--max-drift 55000` lets clocks drift 5.5 %, past the 5.26 % the lease's drift
+//! margin (P/10) covers.
 
 use pg_leader_raft::Duration;
+use pg_leader_raft_sim::faults::Faults;
 use pg_leader_raft_sim::scenario::{run_seed, Options};
 use pg_leader_raft_sim::soak::run_seeds;
 use std::process::ExitCode;
@@ -32,8 +40,23 @@ fn main() -> ExitCode {
             "--election-timeout" => options.election_timeout = Duration::from_millis(value(i)),
             "--fault-phase" => options.max_fault_phase = value(i) * 1000,
             "--seed" => single = Some(value(i)),
-            "--trace" => {
-                options.trace = true;
+            "--max-drift" => options.max_drift_ppm = value(i) as i64,
+            "--with" | "--without" => {
+                let name = args.get(i + 1).map(String::as_str).unwrap_or("");
+                if !options.faults.set(name, args[i] == "--with") {
+                    eprintln!(
+                        "raft-soak: no fault named {name:?}; one of {:?}",
+                        Faults::NAMES
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            "--trace" | "--monotonic-suspend" | "--only-old-faults" => {
+                match args[i].as_str() {
+                    "--trace" => options.trace = true,
+                    "--monotonic-suspend" => options.faults.monotonic_suspend = true,
+                    _ => options.faults = Faults::none(),
+                }
                 i += 1;
                 continue;
             }
