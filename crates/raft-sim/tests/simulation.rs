@@ -44,8 +44,10 @@ fn ten_thousand_seeds_keep_every_invariant() {
         "too few elections: {}",
         summary.elections
     );
+    // Fewer than with the old faults alone (4,667): servers that keep promises of up to ten
+    // default timeouts leave longer stretches without a leader to accept a change (2,586).
     assert!(
-        summary.membership_changes > 3_000,
+        summary.membership_changes > 2_000,
         "too few membership changes: {}",
         summary.membership_changes
     );

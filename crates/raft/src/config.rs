@@ -9,7 +9,7 @@
 //! (kept in `HardState`). Servers may therefore run with different timings, and change them at any
 //! moment (`Raft::set_timing`).
 
-use crate::lease::lease_for;
+use crate::lease::{self, DEFAULT_MARGIN_DIVISOR};
 use crate::membership::Membership;
 use crate::types::{Duration, NodeId};
 use std::collections::BTreeMap;
@@ -32,6 +32,10 @@ pub struct Config {
     /// The minimum election timeout `T`: the promise this server asks for when it leads, and
     /// its election timer, drawn anew from `[T, 2T)` once any promise it made has ended.
     pub election_timeout: Duration,
+    /// The leader counts on a promise `P` for `P - P / lease_margin_divisor`, to cover
+    /// clock-rate differences (see `lease`): 10 covers rates within 5 % of real time. A larger
+    /// divisor weakens the margin; the simulator uses one to show that it then fails.
+    pub lease_margin_divisor: u64,
     /// Probe with PreVote before raising the term (thesis §9.6).
     pub pre_vote: bool,
     /// A leader that has not heard from a majority within `T` steps down (thesis §6.2).
@@ -53,6 +57,7 @@ impl Config {
             can_lead: true,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            lease_margin_divisor: DEFAULT_MARGIN_DIVISOR,
             pre_vote: true,
             check_quorum: true,
             max_entries_per_message: 64,
@@ -89,6 +94,9 @@ impl Config {
                 election_timeout: self.election_timeout,
             });
         }
+        if self.lease_margin_divisor < 2 {
+            return Err(ConfigError::MarginTooLarge);
+        }
         if self.max_entries_per_message == 0 {
             return Err(ConfigError::ZeroBatch);
         }
@@ -98,7 +106,17 @@ impl Config {
     /// How long this server's lease lasts past the send time of a heartbeat a majority
     /// acknowledged, once every acknowledgement carries the promise it asks for now.
     pub fn lease_duration(&self) -> Duration {
-        lease_for(self.election_timeout)
+        self.lease_for(self.election_timeout)
+    }
+
+    /// How much shorter than a promise the leader counts on it.
+    pub fn drift_margin(&self, promise: Duration) -> Duration {
+        lease::drift_margin(promise, self.lease_margin_divisor)
+    }
+
+    /// How long past a heartbeat's send time the leader counts on the promise it carried.
+    pub fn lease_for(&self, promise: Duration) -> Duration {
+        lease::lease_for(promise, self.lease_margin_divisor)
     }
 
     /// The configuration the node starts from while its log holds none.
@@ -120,6 +138,7 @@ pub enum ConfigError {
         heartbeat: Duration,
         election_timeout: Duration,
     },
+    MarginTooLarge,
     ZeroBatch,
 }
 
@@ -133,6 +152,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "the heartbeat interval ({heartbeat}) must be at most half the election timeout ({election_timeout})"
             ),
+            ConfigError::MarginTooLarge => {
+                write!(f, "the lease drift margin must be less than half the promise")
+            }
             ConfigError::ZeroBatch => write!(f, "at least one entry must fit in a message"),
         }
     }
@@ -189,6 +211,13 @@ mod tests {
                     heartbeat: Duration::from_millis(600),
                     election_timeout: Duration::from_millis(1000),
                 },
+            ),
+            (
+                Config {
+                    lease_margin_divisor: 1,
+                    ..base.clone()
+                },
+                ConfigError::MarginTooLarge,
             ),
             (
                 Config {

@@ -21,7 +21,7 @@ mod roles;
 pub mod types;
 
 pub use config::{Config, ConfigError};
-pub use lease::{drift_margin, lease_for, MAX_CLOCK_DRIFT_PPM};
+pub use lease::{DEFAULT_MARGIN_DIVISOR, MAX_CLOCK_DRIFT_PPM};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};

@@ -130,6 +130,11 @@ pub enum Body {
     },
     /// Leadership transfer (thesis §3.10): campaign now, without waiting for the timeout.
     TimeoutNow,
+    /// From a caretaker leader (a voter that may not lead, elected only to pass on entries the
+    /// servers that may lead lacked) to one that may and now holds its log: start an election
+    /// now, an ordinary one. The caretaker asked for no promise and held no lease, so there is
+    /// no lease to give up, and the voters judge the candidate as usual (its WAL included).
+    CampaignNow,
     /// A follower passes on an operator's request for a switchover (to `target`, or to the
     /// most caught-up voter); the leader's host decides, as for a request of its own.
     TransferRequest {
@@ -163,6 +168,7 @@ impl Message {
             Body::AppendEntries { .. } => "AppendEntries",
             Body::AppendResponse { .. } => "AppendResponse",
             Body::TimeoutNow => "TimeoutNow",
+            Body::CampaignNow => "CampaignNow",
             Body::TransferRequest { .. } => "TransferRequest",
             Body::TransferRefused { .. } => "TransferRefused",
             Body::ChangeRequest { .. } => "ChangeRequest",

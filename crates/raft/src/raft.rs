@@ -2,7 +2,6 @@
 //! role's own step function, and the `become_*` transitions that set role, step and tick together.
 
 use crate::config::{Config, ConfigError};
-use crate::lease::lease_for;
 use crate::log::RaftLog;
 use crate::membership::{apply_change, ChangeError, MemberRole, Membership, MembershipChange};
 use crate::message::{Body, EntryData, Message, WalPosition};
@@ -45,6 +44,10 @@ pub struct Raft {
     pub(crate) promised_until: Instant,
     /// The longest promise that may still run, as made durable (`HardState::longest_promise`).
     pub(crate) longest_promise: Duration,
+    /// Set when this node refused a candidate whose log is behind its own, and no leader has
+    /// been heard since: a voter that may not lead then campaigns as a caretaker (see
+    /// `may_campaign`).
+    pub(crate) refused_a_stale_candidate: bool,
     /// This server's data position, told by the host (`set_wal_position`).
     pub(crate) wal: WalPosition,
     pub(crate) last_leader_contact: Option<Instant>,
@@ -157,6 +160,7 @@ impl Raft {
             election_deadline: now,
             promised_until: now,
             longest_promise: persisted.hard_state.longest_promise,
+            refused_a_stale_candidate: false,
             wal: WalPosition::default(),
             last_leader_contact: None,
             leader: None,
@@ -649,15 +653,16 @@ impl Raft {
         let behind = self.config.wal_aware
             && !transfer
             && same_log
-            && self.may_campaign()
+            && self.may_lead()
             && wal.is_behind(&self.wal);
         let free_to_vote = self.voted_for == Some(msg.from)
             || (self.voted_for.is_none() && self.leader_id.is_none())
             || (pre_vote && msg.term > self.term);
-        let granted = !sticky
-            && !behind
-            && free_to_vote
-            && self.log.is_up_to_date(last_log_index, last_log_term);
+        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
+        if !sticky && !log_ok && self.membership.is_voter(msg.from) {
+            self.refused_a_stale_candidate = true;
+        }
+        let granted = !sticky && !behind && free_to_vote && log_ok;
         if granted && !pre_vote {
             // Durable before the grant leaves: the Ready carries the hard state first.
             self.voted_for = Some(msg.from);
@@ -727,6 +732,7 @@ impl Raft {
         let state = LeaderState::new(self.peers(), self.log.last_index(), self.now);
         self.set_role(Role::Leader, leader::step, leader::tick);
         self.leader = Some(state);
+        self.refused_a_stale_candidate = false;
         self.leader_id = Some(self.config.id);
         self.emit_role_change(Cause::WonElection);
         // §5.4.2: an entry of the new term lets the leader commit what earlier terms left. The
@@ -859,13 +865,39 @@ impl Raft {
             .collect()
     }
 
-    /// Only a voter that is allowed to lead starts elections or takes a handover. A server that
-    /// its latest configuration demotes still campaigns until that configuration is committed
+    /// Only a voter that is allowed to lead takes a handover or has its WAL preferred. A server
+    /// that its latest configuration demotes still counts until that configuration is committed
     /// (thesis §4.1): it may hold the newest log, which the others need until then.
-    pub(crate) fn may_campaign(&self) -> bool {
+    pub(crate) fn may_lead(&self) -> bool {
+        self.config.can_lead && self.votes_or_may_hold_the_newest_log()
+    }
+
+    fn votes_or_may_hold_the_newest_log(&self) -> bool {
         let demoted_pending =
             self.voter_before_latest && self.membership_index > self.log.committed();
-        self.config.can_lead && (self.membership.is_voter(self.config.id) || demoted_pending)
+        self.membership.is_voter(self.config.id) || demoted_pending
+    }
+
+    /// Whether this node starts elections: a voter that may lead; or a voter that may not but
+    /// refused a candidate for a log behind its own, with no leader heard since. Raft cannot
+    /// elect a server that lacks committed entries (§5.4.1), so when only servers that may not
+    /// lead hold them, one of them must lead for a while to pass them on, or no one ever leads
+    /// while a majority is up (design invariant 6). Such a caretaker holds no lease, asks no
+    /// promise, and steps down as soon as a server that may lead holds its whole log (see
+    /// `roles::leader`).
+    pub(crate) fn may_campaign(&self) -> bool {
+        (self.config.can_lead || self.refused_a_stale_candidate)
+            && self.votes_or_may_hold_the_newest_log()
+    }
+
+    /// The promise this node asks its followers for when it leads: its election timeout, or
+    /// none as a caretaker, which holds no lease to protect.
+    pub(crate) fn promise_to_ask(&self) -> Duration {
+        if self.config.can_lead {
+            self.config.election_timeout
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Whether this node may start an election on its own now: it may campaign, and no promise
@@ -923,7 +955,9 @@ impl Raft {
             self.lease_deadline = None;
             return;
         }
-        let own = state.last_broadcast + lease_for(self.config.election_timeout);
+        // Its own acknowledgement stands for the promise it asks of the others: a caretaker
+        // asks none and so never holds a lease.
+        let own = state.last_broadcast + self.config.lease_for(self.promise_to_ask());
         let mut promised = self.per_voter(state, |p| p.promised_until, Some(own));
         self.lease_deadline = quorum_value(&mut promised).flatten();
     }

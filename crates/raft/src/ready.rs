@@ -96,6 +96,9 @@ pub enum Cause {
     Transfer,
     /// A handover was started but did not finish in time.
     TransferFailed,
+    /// A leader that may not lead handed back: a server that may lead holds its whole log now
+    /// (on the caretaker, stepping down; on that server, campaigning at its word).
+    HandedBack,
 }
 
 impl Cause {
@@ -111,6 +114,7 @@ impl Cause {
             Cause::LostQuorum => "lost quorum",
             Cause::Transfer => "leadership transfer",
             Cause::TransferFailed => "leadership transfer timed out",
+            Cause::HandedBack => "handed back to a server that may lead",
         }
     }
 }

@@ -179,6 +179,6 @@ fn an_acknowledgement_claiming_a_longer_promise_than_asked_counts_for_no_more() 
     let asked = Duration::from_millis(ELECTION_MS);
     assert_eq!(
         c.node(1).lease_deadline(),
-        Some(sent_at + pg_leader_raft::lease_for(asked))
+        Some(sent_at + c.node(1).config().lease_for(asked))
     );
 }

@@ -31,7 +31,10 @@ fn the_lease_is_the_acked_send_time_plus_t_minus_the_margin() {
     c.elect(1);
     let sent = c.now;
     let deadline = c.node(1).lease_deadline().unwrap();
-    let margin = pg_leader_raft::drift_margin(Duration::from_millis(ELECTION_MS));
+    let margin = c
+        .node(1)
+        .config()
+        .drift_margin(Duration::from_millis(ELECTION_MS));
     assert_eq!(
         deadline,
         sent + Duration::from_millis(ELECTION_MS).saturating_sub(margin)
@@ -142,7 +145,10 @@ fn learners_acknowledgements_do_not_make_a_lease() {
             c.cut.insert((other, voter));
         }
     }
-    let margin = pg_leader_raft::drift_margin(Duration::from_millis(ELECTION_MS));
+    let margin = c
+        .node(1)
+        .config()
+        .drift_margin(Duration::from_millis(ELECTION_MS));
     c.advance_ms(ELECTION_MS - margin.as_millis() / 2);
     assert_eq!(
         c.node(1).role(),
@@ -215,6 +221,9 @@ fn an_acknowledgement_counts_for_the_promise_it_echoes_not_the_one_asked_for_now
         };
         c.with_node(1, |r, now| r.step(late, now)).unwrap();
     }
-    let one_second = pg_leader_raft::lease_for(Duration::from_millis(ELECTION_MS));
+    let one_second = c
+        .node(1)
+        .config()
+        .lease_for(Duration::from_millis(ELECTION_MS));
     assert_eq!(c.node(1).lease_deadline(), Some(sent_at + one_second));
 }

@@ -91,6 +91,17 @@ fn campaign_waits_for_the_promise_to_end() {
     assert_eq!(c.leaders_with_lease(), vec![1]);
 }
 
+/// 3 servers, node 1 leads, node 3 runs with can_be_leader = off.
+fn led_by_1_with_3_that_cannot_lead() -> TestCluster {
+    let mut c = TestCluster::new(3);
+    let mut cannot_lead = config(3, 3);
+    cannot_lead.can_lead = false;
+    c.crash(3);
+    c.restart_with(3, cannot_lead);
+    c.elect(1);
+    c
+}
+
 fn at_lsn(lsn: u64) -> WalPosition {
     WalPosition {
         system: 7,
@@ -104,12 +115,7 @@ fn a_voter_that_cannot_lead_does_not_block_a_candidate_behind_it_in_wal() {
     // 3 servers, the leader dies. Node 2 may lead but is behind in WAL; node 3 is ahead but runs
     // with can_be_leader = off. A majority of live voters that includes a server allowed to
     // lead always elects (design invariant 6).
-    let mut c = TestCluster::new(3);
-    let mut cannot_lead = config(3, 3);
-    cannot_lead.can_lead = false;
-    c.crash(3);
-    c.restart_with(3, cannot_lead);
-    c.elect(1);
+    let mut c = led_by_1_with_3_that_cannot_lead();
     c.with_node(2, |r, _| r.set_wal_position(at_lsn(10)));
     c.with_node(3, |r, _| r.set_wal_position(at_lsn(20)));
     c.advance_ms(HEARTBEAT_MS);
@@ -298,4 +304,45 @@ fn a_restart_waits_for_the_longest_promise_made_durable() {
     })
     .unwrap();
     assert_eq!(last_answer(&c, 2), vec![("VoteResponse", true, None)]);
+}
+
+#[test]
+fn a_voter_that_cannot_lead_passes_on_entries_the_one_that_can_lacks() {
+    // 3 servers, the leader dies. Node 2 may lead but missed entries (it was cut off); node 3
+    // holds them but runs with can_be_leader = off. Raft cannot elect node 2 (§5.4.1), so node 3
+    // leads for a moment, without a lease, until node 2 holds its log, and then node 2 is elected.
+    let mut c = led_by_1_with_3_that_cannot_lead();
+    c.isolate(2);
+    c.with_node(1, |r, now| r.propose(b"x".to_vec(), now))
+        .unwrap();
+    c.advance_ms(HEARTBEAT_MS);
+    assert!(c.node(2).log().last_index() < c.node(3).log().last_index());
+    c.crash(1);
+    c.heal();
+    c.isolate(1);
+    for _ in 0..10 * ELECTION_MS {
+        c.advance_ms(1);
+        assert!(
+            !c.leaders_with_lease().contains(&3),
+            "node 3 never holds a lease"
+        );
+        if c.leaders_with_lease() == vec![2] {
+            break;
+        }
+    }
+    assert_eq!(c.leaders_with_lease(), vec![2]);
+    assert_eq!(c.node(2).log().last_term(), c.node(2).term());
+    // Node 3 did lead, and asked no one for a promise: it never counted on one.
+    let asked_by_3: Vec<Duration> = c
+        .readies
+        .iter()
+        .filter(|(n, _)| *n == 3)
+        .flat_map(|(_, ready)| ready.messages.iter())
+        .filter_map(|m| match m.body {
+            Body::AppendEntries { lease, .. } => Some(lease),
+            _ => None,
+        })
+        .collect();
+    assert!(!asked_by_3.is_empty(), "node 3 led for a while");
+    assert!(asked_by_3.iter().all(|l| *l == Duration::ZERO));
 }

@@ -7,9 +7,12 @@ use crate::ready::{Cause, Event, Role};
 pub(crate) fn step(r: &mut Raft, msg: Message) {
     match msg.body {
         Body::AppendEntries { .. } => handle_append(r, msg),
-        Body::TimeoutNow if r.leader_id == Some(msg.from) && r.may_campaign() => {
+        Body::TimeoutNow if r.leader_id == Some(msg.from) && r.may_lead() => {
             // The leader has given up its lease and asks us to take over (thesis §3.10).
             r.become_candidate(Cause::Transfer);
+        }
+        Body::CampaignNow if r.leader_id == Some(msg.from) && r.may_start_election() => {
+            r.start_campaign(Cause::HandedBack);
         }
         Body::ChangeAnswer { outcome } => r.ready.events.push(Event::ChangeAnswered { outcome }),
         Body::TransferRefused { outcome } => {
@@ -51,6 +54,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
     };
     r.note_leader(msg.from);
     r.last_leader_contact = Some(r.now);
+    r.refused_a_stale_candidate = false;
     // The promise behind the leader's lease: no vote for anyone else for `lease` from now. It is
     // made whether or not the entries fit our log, since every answer below counts for the lease.
     r.promise(lease);

@@ -1,6 +1,5 @@
 //! The leader: heartbeats, replication, commit, CheckQuorum, the lease and handovers.
 
-use crate::lease::lease_for;
 use crate::membership::MemberRole;
 use crate::message::{Body, EntryData, Message};
 use crate::progress::{LeaderState, TransferPhase};
@@ -113,7 +112,7 @@ fn send_append(r: &mut Raft, peer: NodeId) {
     let entries = r
         .log
         .slice_bounded(p.next, r.config.max_entries_per_message, MAX_ENTRY_BYTES);
-    let lease = r.config.election_timeout;
+    let lease = r.promise_to_ask();
     let body = Body::AppendEntries {
         prev_log_index: prev,
         prev_log_term: prev_term,
@@ -153,6 +152,7 @@ fn handle_append_response(r: &mut Raft, from: NodeId, answer: Answer) {
         return;
     };
     let asked = state.longest_promise_asked;
+    let counted = r.config.lease_for(lease.min(asked));
     let Some(p) = state.progress.get_mut(&from) else {
         return;
     };
@@ -163,7 +163,7 @@ fn handle_append_response(r: &mut Raft, from: NodeId, answer: Answer) {
     // than this leader asked for.
     if sent_at <= now {
         p.acked_sent_at = p.acked_sent_at.max(Some(sent_at));
-        let kept_until = sent_at + lease_for(lease.min(asked));
+        let kept_until = sent_at + counted;
         p.promised_until = p.promised_until.max(Some(kept_until));
     }
     let resend = if success {
@@ -186,6 +186,31 @@ fn handle_append_response(r: &mut Raft, from: NodeId, answer: Answer) {
     r.refresh_lease();
     advance_transfer(r);
     advance_membership(r);
+    end_caretaking(r);
+}
+
+/// A leader that may not lead (elected because only it held entries the servers that may lead
+/// lacked, see `Raft::may_campaign`) steps down once one of those holds its whole log, and asks
+/// it to campaign at once: it can win now, under the usual rules (its WAL compared with the
+/// others'). Waiting for the followers' timers instead could take for ever: every caretaker
+/// term resets them. A handover the host started instead is left to finish.
+fn end_caretaking(r: &mut Raft) {
+    let last_index = r.log.last_index();
+    let Some(state) = &r.leader else { return };
+    if r.config.can_lead || state.transfer.is_some() {
+        return;
+    }
+    let successor = state
+        .progress
+        .iter()
+        .filter(|(id, p)| p.can_lead && p.matched == last_index && r.membership.is_voter(**id))
+        .max_by_key(|(_, p)| p.last_heard)
+        .map(|(id, _)| *id);
+    if let Some(successor) = successor {
+        let term = r.term;
+        r.become_follower(term, None, Cause::HandedBack);
+        r.send(successor, term, Body::CampaignNow);
+    }
 }
 
 /// §5.3, §5.4.2: commit the highest index a majority holds, but only by counting replicas of an
