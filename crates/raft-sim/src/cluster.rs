@@ -68,6 +68,9 @@ pub struct Setup {
     pub timings: Vec<Timing>,
     pub can_lead: Vec<bool>,
     pub drifts: Vec<i64>,
+    /// The leader counts on a promise P for P - P/margin_divisor (`Config::lease_margin_divisor`):
+    /// 10, the product's, unless a test shows that a smaller margin fails.
+    pub margin_divisor: u64,
     /// Election timers draw their minimum half the time; network delays sit at their edges.
     pub adversarial: bool,
     /// Suspends stop the node's clock (`CLOCK_MONOTONIC`) instead of letting it run on.
@@ -86,6 +89,7 @@ impl Setup {
             timings: vec![timing; drifts.len()],
             can_lead: vec![true; drifts.len()],
             drifts: drifts.to_vec(),
+            margin_divisor: 10,
             adversarial: false,
             monotonic_suspend: false,
         }
@@ -189,6 +193,7 @@ pub struct Cluster {
     seq: u64,
     config_template: Config,
     voters: usize,
+    margin_divisor: u64,
     adversarial: bool,
     monotonic_suspend: bool,
     /// The longest election timeout any server has had: promises may last that long.
@@ -311,6 +316,7 @@ impl Cluster {
             seq: 0,
             config_template,
             voters: setup.voters,
+            margin_divisor: setup.margin_divisor,
             adversarial: setup.adversarial,
             monotonic_suspend: setup.monotonic_suspend,
             longest_timeout_ever,
@@ -352,6 +358,7 @@ impl Cluster {
             id: node.id,
             voters: node.bootstrap.clone(),
             can_lead: node.can_lead,
+            lease_margin_divisor: self.margin_divisor,
             ..self.config_template.clone()
         }
         .with_timing(node.timing.heartbeat, node.timing.election_timeout);

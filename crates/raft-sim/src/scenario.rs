@@ -27,6 +27,8 @@ pub struct Options {
     pub max_fault_phase: u64,
     /// Clock rates differ from real time by up to this much.
     pub max_drift_ppm: i64,
+    /// The lease drift margin is P / margin_divisor: 10 in the product.
+    pub margin_divisor: u64,
     pub faults: Faults,
     pub trace: bool,
 }
@@ -42,6 +44,7 @@ impl Default for Options {
             // The default lease margin (T/10) covers rates within 5.26 % of real time; the simulator
             // goes right up to that edge so that a weaker margin fails.
             max_drift_ppm: 50_000,
+            margin_divisor: 10,
             faults: Faults::default(),
             trace: false,
         }
@@ -132,6 +135,7 @@ fn draw_setup(seed: u64, options: &Options, pick: &mut SplitMix64) -> (Setup, u3
         timings,
         can_lead,
         drifts,
+        margin_divisor: options.margin_divisor,
         adversarial,
         monotonic_suspend: faults.monotonic_suspend,
     };

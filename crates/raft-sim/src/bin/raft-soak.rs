@@ -1,7 +1,7 @@
 //! raft-soak: runs many simulated seeds of the Raft core under faults and prints the figures.
 //!
 //!   raft-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
-//!             [--election-timeout MS] [--fault-phase MS] [--max-drift PPM]
+//!             [--election-timeout MS] [--fault-phase MS] [--max-drift PPM] [--margin-divisor D]
 //!             [--monotonic-suspend] [--only-old-faults] [--with KNOB] [--without KNOB]
 //!   raft-soak --seed S [--trace]      replay one seed exactly (with the same options)
 //!
@@ -9,7 +9,7 @@
 //! (`CLOCK_MONOTONIC`); `--only-old-faults` turns off every fault of `Faults` (the simulator as
 //! it was before them), `--with`/`--without` turn one on or off (see `Faults::NAMES`), in the
 //! order given; `--max-drift 55000` lets clocks drift 5.5 %, past the 5.26 % the lease's drift
-//! margin (P/10) covers.
+//! margin (P/10) covers; `--margin-divisor 11` shortens that margin to P/11.
 
 use pg_leader_raft::Duration;
 use pg_leader_raft_sim::faults::Faults;
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             "--fault-phase" => options.max_fault_phase = value(i) * 1000,
             "--seed" => single = Some(value(i)),
             "--max-drift" => options.max_drift_ppm = value(i) as i64,
+            "--margin-divisor" => options.margin_divisor = value(i),
             "--with" | "--without" => {
                 let name = args.get(i + 1).map(String::as_str).unwrap_or("");
                 if !options.faults.set(name, args[i] == "--with") {
