@@ -8,6 +8,7 @@
 //! [`raft`] sets role, step and tick together, and refuses illegal transitions loudly.
 
 pub mod config;
+pub mod departure;
 pub mod log;
 pub mod membership;
 pub mod message;
@@ -20,6 +21,7 @@ mod roles;
 pub mod types;
 
 pub use config::{Config, ConfigError};
+pub use departure::Departure;
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};

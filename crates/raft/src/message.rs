@@ -6,7 +6,7 @@ use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever `Message` or `Entry` change shape on the wire.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// How far a server's data goes: its PostgreSQL timeline and WAL position (flush LSN on a
 /// primary, replay LSN on a standby). Zero means unknown. Opaque to Raft's own rules: it only
@@ -145,6 +145,9 @@ pub enum Body {
     ChangeAnswer {
         outcome: u8,
     },
+    /// A follower's host is going away (its PostgreSQL died or is crash-restarting): the leader
+    /// stops counting it at once instead of an election timeout later (`departure`).
+    Departing,
 }
 
 impl Message {
@@ -162,6 +165,7 @@ impl Message {
             Body::TransferRefused { .. } => "TransferRefused",
             Body::ChangeRequest { .. } => "ChangeRequest",
             Body::ChangeAnswer { .. } => "ChangeAnswer",
+            Body::Departing => "Departing",
         }
     }
 }
