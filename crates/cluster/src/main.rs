@@ -40,7 +40,13 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  after each heal; then the role histories are checked
   bench KIND [--trials N] [--heartbeat MS] [--election-timeout MS] [--csv FILE]
                                  measurements on a fresh cluster (bench/run runs them all):
-                                 failover        N timed SIGKILLs of the leader (default 30)
+                                 failover [--fault F]  N timed losses of the leader (30):
+                                                 postmaster-kill  a process crash: SIGKILL of
+                                                   its postmaster (the worker hands over)
+                                                 host-kill  a host loss: all its processes
+                                                   SIGKILLed at once (the default)
+                                                 host-drop  a host loss: all its datagrams
+                                                   dropped (nftables)
                                  handover        N timed `pg_ctl stop -m fast` of the leader (20)
                                  cold-start      N timed starts of all servers at once (5)
                                  idle [--seconds S]  worker CPU, memory, datagrams/s (60 s)
@@ -264,12 +270,15 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
     };
     let trials: u32 = number_option(args, "--trials", default_trials)?;
     let seconds: u64 = number_option(args, "--seconds", 60)?;
+    let fault = bench::Fault::parse(
+        &take_option(args, "--fault").unwrap_or_else(|| "host-kill".to_string()),
+    )?;
     if kind == "etcd-failover" {
         return bench::etcd_failover(dir, port, trials, timing, csv);
     }
     let c = Cluster::new(dir.to_path_buf(), 3, port, raft);
     let result = match kind.as_str() {
-        "failover" => bench::failover(&c, trials, timing, csv),
+        "failover" => bench::failover(&c, trials, timing, csv, fault),
         "handover" => bench::handover(&c, trials, timing, csv),
         "cold-start" => bench::cold_start(&c, trials, timing, csv),
         "idle" => bench::idle(&c, seconds, timing, csv),
