@@ -55,6 +55,15 @@ pub struct SimNode {
     verified_commit: usize,
     /// Real time until which the node is frozen (SIGSTOP): nothing reaches it before then.
     pub paused_until: u64,
+    /// The lease its sessions read: the last one it published (after every step), checked by
+    /// them against the clock, also once its worker died.
+    published_lease: Option<Instant>,
+    /// Its worker closed the lease gate on its way out (`announced`): sessions see no lease,
+    /// and nothing more is published.
+    pub lease_gate_closed: bool,
+    /// What sessions still read after its worker died: the published lease, unless the gate
+    /// was closed. The next start publishes that it does not lead.
+    orphaned_lease: Option<Instant>,
     /// The voters its settings list (`Config::voters`): the first voters, and a spare server
     /// itself besides.
     bootstrap: Vec<NodeId>,
@@ -161,6 +170,9 @@ impl Cluster {
                 chain: Vec::new(),
                 verified_commit: 0,
                 paused_until: 0,
+                published_lease: None,
+                lease_gate_closed: false,
+                orphaned_lease: None,
             })
             .collect();
         Cluster {
@@ -217,13 +229,18 @@ impl Cluster {
         let node = &mut self.nodes[i];
         node.verified_commit = 0;
         node.raft = Some(raft);
+        node.published_lease = None;
+        node.lease_gate_closed = false;
+        node.orphaned_lease = None;
         self.trace_line(i, "started from disk");
         self.after_activity(i)
     }
 
     /// Loses everything not on disk.
     pub fn crash(&mut self, i: usize) {
-        self.nodes[i].raft = None;
+        let node = &mut self.nodes[i];
+        node.orphaned_lease = node.published_lease.filter(|_| !node.lease_gate_closed);
+        node.raft = None;
         self.nodes[i].tick_generation += 1;
         self.trace_line(i, "crashed");
     }
@@ -337,6 +354,10 @@ impl Cluster {
             self.send(msg);
         }
         self.check_commit(i, &ready)?;
+        let node = &mut self.nodes[i];
+        if !node.lease_gate_closed {
+            node.published_lease = node.raft.as_ref().and_then(|r| r.lease_deadline());
+        }
         self.reschedule_tick(i);
         Ok(())
     }
@@ -453,15 +474,18 @@ impl Cluster {
         );
     }
 
-    /// Lease safety: at no instant do two nodes hold a valid lease. A lease starts only at an
-    /// event and only shrinks between events, so checking at every event covers all instants.
+    /// Lease safety: at no instant do two nodes hold a valid lease, counting the leases that
+    /// sessions of a node whose worker died still read. A lease starts only at an event and
+    /// only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
         let holders: Vec<NodeId> = (0..self.size())
             .filter(|&i| {
-                self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.has_lease(self.local_now(i)))
+                let now = self.local_now(i);
+                let node = &self.nodes[i];
+                match &node.raft {
+                    Some(r) => r.has_lease(now),
+                    None => node.orphaned_lease.is_some_and(|d| now < d),
+                }
             })
             .map(|i| self.nodes[i].id)
             .collect();

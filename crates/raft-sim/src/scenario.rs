@@ -3,6 +3,7 @@
 //! (the leader crashes in calm conditions). Among the faults are membership changes: servers
 //! added (as voters or learners) and removed, spares included, at random moments.
 
+use crate::announced;
 use crate::checker::Violation;
 use crate::cluster::Cluster;
 use pg_leader_raft::{Duration, MembershipChange, NodeId, RandomSource};
@@ -63,6 +64,10 @@ pub struct Report {
     /// Membership changes the leader accepted, and configuration entries stored on any node.
     pub membership_changes: u64,
     pub configurations: u64,
+    /// Crashes the host announced (`announced`), among all crashes.
+    pub announced_crashes: u64,
+    /// Real time from the leader's announced crash to a new lease (calm network).
+    pub announced_failover_us: Option<u64>,
 }
 
 pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
@@ -95,6 +100,20 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
         let (time, rounds) = failover(&mut cluster, options)?;
         report.failover_us = Some(time);
         report.failover_rounds = Some(rounds);
+        // The silently crashed leader comes back first: a leader handing over needs a voter.
+        for i in 0..cluster.size() {
+            if !cluster.is_up(i) {
+                cluster.start(i)?;
+            }
+        }
+        let since = cluster.now;
+        wait_for_agreement(
+            &mut cluster,
+            since,
+            options.liveness_bound(),
+            "before the announced failover",
+        )?;
+        report.announced_failover_us = Some(announced::announced_failover(&mut cluster, options)?);
     }
     report.events = cluster.counters.events;
     report.configurations = cluster.checker.configurations;
@@ -148,21 +167,22 @@ fn fault_phase(c: &mut Cluster, end: u64, report: &mut Report) -> Result<(), Vio
                 }
             }
             12 => {
-                // A quick restart: the node forgets whom it promised not to vote against.
+                // A quick restart: the node forgets whom it promised not to vote against. (With
+                // an announcement, PostgreSQL's crash-restart cycle.)
                 if c.is_up(target) {
-                    c.crash(target);
+                    report.announced_crashes += u64::from(announced::crash(c, target)?);
                     crashed_until[target] = c.now + c.rng.uniform(1, 200_000);
                 }
             }
             0 | 1 => {
                 if c.is_up(target) {
-                    c.crash(target);
+                    report.announced_crashes += u64::from(announced::crash(c, target)?);
                     crashed_until[target] = c.now + c.rng.uniform(1, 3_000_000);
                 }
             }
             2 => {
                 if let Some(l) = c.leader_with_lease() {
-                    c.crash(l);
+                    report.announced_crashes += u64::from(announced::crash(c, l)?);
                     crashed_until[l] = c.now + c.rng.uniform(1, 3_000_000);
                 }
             }
