@@ -10,6 +10,7 @@ mod observe;
 mod run;
 mod soak;
 mod sql;
+mod watch;
 
 use cluster::{signal, Cluster};
 use run::Result;
@@ -33,6 +34,10 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
   heal                           remove every network fault
   check                          check every node's role history: no term with two leaders, no
                                  two leases at one instant
+  watch [--seconds S]            an observer on every server for S seconds (10), asking
+                                 pg_leader_is_leader() every 2 ms between two readings of the
+                                 clock; fails if two servers answered true at overlapping
+                                 moments, and prints each change of leader with its gap
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
   soak [--nodes N] [--minutes M]  random faults on N servers (5) for M minutes (10): kills,
@@ -235,6 +240,10 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                         v.lines, v.terms_with_leader, v.leases
                     );
                     Ok(())
+                }
+                "watch" => {
+                    let seconds: f64 = number_option(args, "--seconds", 10.0)?;
+                    watch::run(&c, seconds)
                 }
                 "heal" => {
                     network::heal()?;

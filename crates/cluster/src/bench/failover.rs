@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 pub enum Fault {
     /// A process crash: SIGKILL of the postmaster alone.
     PostmasterKill,
-    /// A host loss: every process of the server SIGKILLed at once (children first, so that
-    /// none sees the postmaster die).
+    /// A host loss: every process of the server SIGKILLed at once. They are all stopped
+    /// (SIGSTOP) first, the postmaster first of all, so that none of them sees another die:
+    /// `kill` signals one process after another.
     HostKill,
     /// A host loss: all of its pg_leader datagrams dropped, both ways (nftables).
     HostDrop,
@@ -64,8 +65,9 @@ pub fn inflict(c: &Cluster, leader: u32, fault: Fault) -> Result<()> {
             let pid = c
                 .postmaster_pid(leader)
                 .ok_or("the leader's postmaster is not running")?;
-            let mut pids = children_of(pid)?;
-            pids.push(pid);
+            let mut pids = vec![pid];
+            pids.extend(children_of(pid)?);
+            signal_all(&pids, "STOP")?;
             signal_all(&pids, "KILL")
         }
         Fault::HostDrop => {
