@@ -2,7 +2,8 @@
 # End-to-end: a leader whose PostgreSQL dies hands over before it goes. Three real servers (a
 # primary and pg_basebackup standbys, made by pg_leader-cluster); the leader's PostgreSQL is lost
 # three ways: its postmaster SIGKILLed (the worker outlives it by a moment), `pg_ctl stop -m
-# immediate`, and a backend SIGKILLed (PostgreSQL's crash-restart cycle). Each time: a new leader
+# immediate`, and a backend SIGKILLed (PostgreSQL's crash-restart cycle); then a follower's
+# postmaster is SIGKILLed and the leader must hear of it at once. Each time: a new leader
 # within a few heartbeats (the promise alone would take an election timeout), no two servers
 # answering true at overlapping moments (an observer on every server, `pg_leader-cluster
 # watch`), the old server back as a follower, and every node's role history checked.
@@ -81,6 +82,18 @@ for fault in postmaster-kill immediate-stop backend-kill; do
   check "$fault: and it is not the leader" not_leader "$leader"
   check "$fault: role histories: one leader per term, no overlapping leases" cluster check
 done
+
+echo "# a follower's PostgreSQL lost: its worker tells the leader"
+wait_for 30 "one leader" one_agreed_leader 1 2 3
+leader=$(leaders_among 1 2 3); leader=${leader% }
+set -- $(others "$leader" 1 2 3); follower=$1
+kill -KILL "$(node_pid "$follower")"
+check "the leader hears at once that node $follower is going away" \
+  wait_for 2 "the leader's log line" grep -q "node $follower is going away" "$WORK/n$leader.log"
+check "the leader keeps its lease with the other follower" wait_for 5 "one leader" one_agreed_leader "$leader" "$2"
+cluster start "$follower" >/dev/null
+check "the follower is back" wait_for 30 "node $follower to follow" follows "$follower" "$leader"
+check "role histories: one leader per term, no overlapping leases" cluster check
 
 echo "# $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -692,6 +692,9 @@ impl Node {
                         membership::outcome_text(*outcome)
                     );
                 }
+                Event::FollowerDeparted { node } => pgrx::log!(
+                    "pg_leader: node {node} is going away (its PostgreSQL stopped); not counted until it answers again"
+                ),
                 Event::TransferRefused { outcome } => {
                     pgrx::log!("pg_leader: the leader refused a switchover passed on to it (code {outcome})");
                 }

@@ -11,7 +11,7 @@
 use crate::message::Body;
 use crate::progress::TransferPhase;
 use crate::raft::Raft;
-use crate::ready::{Cause, Role};
+use crate::ready::{Cause, Event, Role};
 use crate::types::{Instant, NodeId};
 
 /// What `depart` did.
@@ -77,6 +77,7 @@ pub(crate) fn follower_departed(r: &mut Raft, from: NodeId) {
     };
     p.departed = true;
     p.acked_sent_at = None;
+    r.ready.events.push(Event::FollowerDeparted { node: from });
     r.refresh_lease();
     if r.config.check_quorum && !crate::roles::leader::quorum_active(r) {
         let term = r.term;

@@ -95,6 +95,13 @@ fn a_departing_follower_tells_the_leader_which_stops_counting_it() {
     );
     c.crash(3);
     c.deliver();
+    let told = c.readies.iter().any(|(n, ready)| {
+        *n == 1
+            && ready
+                .events
+                .contains(&Event::FollowerDeparted { node: NodeId(3) })
+    });
+    assert!(told, "the leader's host hears of it");
     assert_eq!(
         c.node(1).best_transfer_target(),
         Some(NodeId(2)),
