@@ -53,9 +53,7 @@ fn lease_deadline(p: &Published) -> u64 {
     }
 }
 
-fn lease_holds(deadline_us: u64) -> bool {
-    monotonic_now().as_micros() < deadline_us
-}
+use crate::lease_gate::lease_holds;
 
 fn ms_since(us: u64) -> Option<i64> {
     (us != 0).then(|| (monotonic_now().as_micros().saturating_sub(us) / 1000) as i64)
@@ -65,7 +63,8 @@ fn ms_since(us: u64) -> Option<i64> {
 /// stopped worker cannot leave a stale true behind).
 #[pg_extern(volatile, parallel_safe)]
 fn pg_leader_is_leader() -> bool {
-    // The clock is read after the lock is released: a later reading only shortens the lease.
+    // The gate and the clock are read after the lock is released: a later reading only
+    // shortens the lease.
     lease_holds(read_snapshot(lease_deadline))
 }
 

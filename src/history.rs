@@ -53,6 +53,13 @@ impl History {
         }
     }
 
+    /// Records that the lease ended here, before its deadline: a leader whose server is going
+    /// away gave it up (`worker::going_away`).
+    pub fn lease_given_up(&mut self, now: Instant, status: &Status, cause: &str) {
+        self.last_lease_until = 0;
+        self.append(now, status, 0, cause);
+    }
+
     fn append(&self, now: Instant, status: &Status, lease: u64, cause: &str) {
         if fs::metadata(&self.path).is_ok_and(|m| m.len() > ROTATE_AT) {
             let _ = fs::rename(&self.path, self.path.with_extension("history.1"));

@@ -4,6 +4,7 @@
 //! around it: settings, shared memory, the background worker and the SQL functions.
 
 use changes::CHANGES;
+use lease_gate::LEASE_GIVEN_UP;
 use pgrx::prelude::*;
 use shmem::PUBLISHED;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod cluster_config;
 pub mod history;
 pub mod http;
+pub mod lease_gate;
 pub mod membership_ops;
 pub mod notifier;
 pub mod operations;
@@ -35,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::define();
     pgrx::pg_shmem_init!(PUBLISHED);
     pgrx::pg_shmem_init!(CHANGES);
+    pgrx::pg_shmem_init!(LEASE_GIVEN_UP);
     worker::register();
     notifier::register();
     api::PRELOADED.store(true, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
 //! -> publish -> send -> log.
 
+mod going_away;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -110,7 +111,8 @@ struct Node {
     rejected_by_reason: [u64; Reject::ALL.len()],
     /// Datagrams sent to each peer in this boot: each receiver sees one gapless sequence.
     sent_counters: BTreeMap<NodeId, u64>,
-    parent_pid: i32,
+    /// SIGQUIT and the postmaster's death (`going_away`).
+    watch: going_away::Watch,
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
@@ -137,9 +139,11 @@ pub extern "C-unwind" fn pg_leader_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(
         SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
     );
+    let watch = going_away::Watch::install()
+        .unwrap_or_else(|e| pgrx::error!("pg_leader: could not install the SIGQUIT handler: {e}"));
     let mut last_error: Option<String> = None;
     loop {
-        match Node::start() {
+        match Node::start(watch) {
             Ok(mut node) => {
                 node.run();
                 return;
@@ -239,7 +243,7 @@ fn resolve(address: &str) -> Result<SocketAddr, StartError> {
 }
 
 impl Node {
-    fn start() -> Result<Node, StartError> {
+    fn start(watch: going_away::Watch) -> Result<Node, StartError> {
         let settings = NodeSettings::read()?;
         let me = NodeId(settings.node_id);
         let storage = Storage::open(&settings.state_dir, &settings.cluster_name, me)
@@ -261,6 +265,9 @@ impl Node {
         poll.registry()
             .register(&mut socket, Token(0), Interest::READABLE)
             .map_err(|e| StartError::plain(format!("could not register socket: {e}"), None))?;
+        watch
+            .register(poll.registry())
+            .map_err(|e| StartError::plain(format!("could not register a pipe: {e}"), None))?;
         let http = match &settings.http_listen {
             None => None,
             Some(listen) => {
@@ -329,10 +336,12 @@ impl Node {
             change: None,
             change_answered: PUBLISHED.share().change_asked,
             peers_target: None,
-            // SAFETY: getppid cannot fail.
-            parent_pid: unsafe { libc::getppid() },
+            watch,
         };
         node.process_ready();
+        // Published as a follower: a lease a previous worker of this server gave up on its way
+        // out cannot come back through this one.
+        crate::lease_gate::reopen();
         node.compare_with_peers();
         Ok(node)
     }
@@ -340,7 +349,20 @@ impl Node {
     fn run(&mut self) {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        self.watch.loop_running();
         loop {
+            if let Some(reason) = self.watch.reason() {
+                self.leave(reason);
+                match reason {
+                    // As PostgreSQL's own SIGQUIT handler: no exit callbacks in a dying server.
+                    // SAFETY: _exit ends the process without touching shared state.
+                    going_away::Reason::CrashExit => unsafe { libc::_exit(2) },
+                    going_away::Reason::PostmasterDied => {
+                        self.unpublish();
+                        return;
+                    }
+                }
+            }
             if BackgroundWorker::sigterm_received() {
                 self.shut_down();
                 return;
@@ -354,11 +376,6 @@ impl Node {
             self.drive_change();
             self.drive_peers_target();
             self.run_role_hook();
-            // SAFETY: getppid cannot fail. A new parent means the postmaster is gone.
-            if unsafe { libc::getppid() } != self.parent_pid {
-                self.unpublish();
-                return;
-            }
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
             self.raft
                 .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
@@ -384,7 +401,7 @@ impl Node {
                 Err(e) => pgrx::error!("pg_leader: could not wait for events: {e}"),
             }
             self.serve_http(&events);
-            self.receive_all(&mut buf);
+            self.receive_each(&mut buf, Node::handle_datagram);
             self.serve_forwarded_request();
         }
     }
@@ -395,19 +412,23 @@ impl Node {
             return;
         };
         let registry = self.poll.registry();
-        for event in events.iter().filter(|e| HttpServer::owns(e.token())) {
+        let http_events = events
+            .iter()
+            .filter(|e| HttpServer::owns(e.token()) && !going_away::Watch::owns(e.token()));
+        for event in http_events {
             let (raft, settings, stats) = (&self.raft, &self.settings, &self.stats);
             http.on_event(event.token(), registry, || health_of(raft, settings, stats));
         }
         http.expire(registry);
     }
 
-    fn receive_all(&mut self, buf: &mut [u8]) {
+    /// Hands every datagram waiting on the socket to `handle`.
+    fn receive_each(&mut self, buf: &mut [u8], handle: impl Fn(&mut Node, &[u8], SocketAddr)) {
         loop {
             match self.socket.recv_from(buf) {
                 Ok((len, from)) => {
                     let datagram = buf[..len].to_vec();
-                    self.handle_datagram(&datagram, from);
+                    handle(self, &datagram, from);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -440,10 +461,20 @@ impl Node {
     }
 
     fn handle_datagram(&mut self, datagram: &[u8], source: SocketAddr) {
+        if self.admit(datagram, source) {
+            self.process_ready();
+        }
+    }
+
+    /// Authenticates a datagram and steps the core with it; false when it was rejected.
+    fn admit(&mut self, datagram: &[u8], source: SocketAddr) -> bool {
         let claimed = pg_leader_wire::frame::claimed_sender(datagram);
         let (header, msg) = match self.codec.open(datagram) {
             Ok(opened) => opened,
-            Err(reason) => return self.reject(claimed, reason),
+            Err(reason) => {
+                self.reject(claimed, reason);
+                return false;
+            }
         };
         let known = self.addresses.contains_key(&header.sender);
         // A sender outside our configuration may be a leader added while we were away (the
@@ -451,7 +482,8 @@ impl Node {
         if header.sender == self.raft.id()
             || (!known && self.windows.len() >= 4 * crate::shmem::MAX_NODES)
         {
-            return self.reject(None, Reject::UnknownSender);
+            self.reject(None, Reject::UnknownSender);
+            return false;
         }
         if !self
             .windows
@@ -459,7 +491,8 @@ impl Node {
             .or_default()
             .accept(header.epoch, header.counter)
         {
-            return self.reject(Some(header.sender), Reject::Replay);
+            self.reject(Some(header.sender), Reject::Replay);
+            return false;
         }
         let now = monotonic_now();
         match self.raft.step(msg, now) {
@@ -468,9 +501,13 @@ impl Node {
                 if !known {
                     self.windows.remove(&header.sender);
                 }
-                return self.reject(None, Reject::UnknownSender);
+                self.reject(None, Reject::UnknownSender);
+                return false;
             }
-            Err(_) => return self.reject(Some(header.sender), Reject::Malformed),
+            Err(_) => {
+                self.reject(Some(header.sender), Reject::Malformed);
+                return false;
+            }
         }
         if !known {
             // Answer it where it wrote from, until a configuration names its address.
@@ -479,7 +516,7 @@ impl Node {
         let stats = self.stats.entry(header.sender).or_default();
         stats.packets_in += 1;
         stats.last_contact_us = now.as_micros();
-        self.process_ready();
+        true
     }
 
     /// The fixed order: persist, publish, send, log.
@@ -658,6 +695,9 @@ impl Node {
                         membership::outcome_text(*outcome)
                     );
                 }
+                Event::FollowerDeparted { node } => pgrx::log!(
+                    "pg_leader: node {node} is going away (its PostgreSQL stopped); not counted until it answers again"
+                ),
                 Event::TransferRefused { outcome } => {
                     pgrx::log!("pg_leader: the leader refused a switchover passed on to it (code {outcome})");
                 }

@@ -9,7 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Where PostgreSQL's programs are, unless `PG_LEADER_PGBIN` says otherwise (a second
+/// installation, so that two clusters can be tested side by side).
 pub const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// PostgreSQL's programs: `PG_LEADER_PGBIN`, or `PGBIN`.
+pub fn pgbin() -> String {
+    std::env::var("PG_LEADER_PGBIN")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| PGBIN.to_string())
+}
 const LAYOUT_FILE: &str = "cluster.conf";
 
 #[derive(Clone, Debug)]
@@ -159,7 +169,7 @@ impl Cluster {
                 self.create_own_system(node, &settings)?;
                 continue;
             }
-            let mut backup = as_postgres(&format!("{PGBIN}/pg_basebackup"));
+            let mut backup = as_postgres(&format!("{}/pg_basebackup", pgbin()));
             backup.args([
                 "-h",
                 &self.dir.to_string_lossy(),
@@ -190,7 +200,7 @@ impl Cluster {
 
     /// A server with a database system of its own (initdb): the primary, or a witness.
     fn create_own_system(&self, node: u32, settings: &[String]) -> Result<()> {
-        let mut initdb = as_postgres(&format!("{PGBIN}/initdb"));
+        let mut initdb = as_postgres(&format!("{}/initdb", pgbin()));
         initdb.args([
             "-D",
             &self.data_dir(node).to_string_lossy(),
@@ -267,7 +277,7 @@ impl Cluster {
     pub fn start(&self, node: u32) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut ctl = as_postgres(&format!("{PGBIN}/pg_ctl"));
+            let mut ctl = as_postgres(&format!("{}/pg_ctl", pgbin()));
             ctl.args([
                 "-D",
                 &self.data_dir(node).to_string_lossy(),
@@ -289,7 +299,7 @@ impl Cluster {
     }
 
     pub fn stop(&self, node: u32, mode: &str) -> Result<()> {
-        let mut ctl = as_postgres(&format!("{PGBIN}/pg_ctl"));
+        let mut ctl = as_postgres(&format!("{}/pg_ctl", pgbin()));
         ctl.args([
             "-D",
             &self.data_dir(node).to_string_lossy(),
@@ -308,23 +318,14 @@ impl Cluster {
         let postmaster = self
             .postmaster_pid(node)
             .ok_or_else(|| format!("node {node} is not running"))?;
-        let entries = fs::read_dir("/proc").map_err(|e| format!("could not read /proc: {e}"))?;
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if parent == Some(postmaster) && cmdline.contains("pg_leader") {
-                return Ok(pid);
-            }
-        }
-        Err(format!("node {node} has no pg_leader worker running"))
+        children_of(postmaster)?
+            .into_iter()
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("pg_leader")
+            })
+            .ok_or_else(|| format!("node {node} has no pg_leader worker running"))
     }
 
     /// Stops every server that is still running, by PID, and removes the folder.
@@ -351,6 +352,23 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The processes whose parent is `parent`, from /proc.
+pub fn children_of(parent: i32) -> Result<Vec<i32>> {
+    let entries = fs::read_dir("/proc").map_err(|e| format!("could not read /proc: {e}"))?;
+    let parent_of = |pid: i32| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+    };
+    Ok(entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect())
 }
 
 fn as_postgres_rm(path: &Path) -> Command {

@@ -10,6 +10,7 @@ mod observe;
 mod run;
 mod soak;
 mod sql;
+mod watch;
 
 use cluster::{signal, Cluster};
 use run::Result;
@@ -33,6 +34,10 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
   heal                           remove every network fault
   check                          check every node's role history: no term with two leaders, no
                                  two leases at one instant
+  watch [--seconds S]            an observer on every server for S seconds (10), asking
+                                 pg_leader_is_leader() every 2 ms between two readings of the
+                                 clock; fails if two servers answered true at overlapping
+                                 moments, and prints each change of leader with its gap
   down                           stop every server and remove the folder and the nft table
   demo                           up, kill the leader, time the failover, restart it, down
   soak [--nodes N] [--minutes M]  random faults on N servers (5) for M minutes (10): kills,
@@ -40,7 +45,13 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  after each heal; then the role histories are checked
   bench KIND [--trials N] [--heartbeat MS] [--election-timeout MS] [--csv FILE]
                                  measurements on a fresh cluster (bench/run runs them all):
-                                 failover        N timed SIGKILLs of the leader (default 30)
+                                 failover [--fault F]  N timed losses of the leader (30):
+                                                 postmaster-kill  a process crash: SIGKILL of
+                                                   its postmaster (the worker hands over)
+                                                 host-kill  a host loss: all its processes
+                                                   SIGKILLed at once (the default)
+                                                 host-drop  a host loss: all its datagrams
+                                                   dropped (nftables)
                                  handover        N timed `pg_ctl stop -m fast` of the leader (20)
                                  cold-start      N timed starts of all servers at once (5)
                                  idle [--seconds S]  worker CPU, memory, datagrams/s (60 s)
@@ -230,6 +241,10 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                     );
                     Ok(())
                 }
+                "watch" => {
+                    let seconds: f64 = number_option(args, "--seconds", 10.0)?;
+                    watch::run(&c, seconds)
+                }
                 "heal" => {
                     network::heal()?;
                     println!("network healed");
@@ -264,12 +279,15 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
     };
     let trials: u32 = number_option(args, "--trials", default_trials)?;
     let seconds: u64 = number_option(args, "--seconds", 60)?;
+    let fault = bench::Fault::parse(
+        &take_option(args, "--fault").unwrap_or_else(|| "host-kill".to_string()),
+    )?;
     if kind == "etcd-failover" {
         return bench::etcd_failover(dir, port, trials, timing, csv);
     }
     let c = Cluster::new(dir.to_path_buf(), 3, port, raft);
     let result = match kind.as_str() {
-        "failover" => bench::failover(&c, trials, timing, csv),
+        "failover" => bench::failover(&c, trials, timing, csv, fault),
         "handover" => bench::handover(&c, trials, timing, csv),
         "cold-start" => bench::cold_start(&c, trials, timing, csv),
         "idle" => bench::idle(&c, seconds, timing, csv),

@@ -6,7 +6,16 @@ use crate::run::{check, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// The nft table, unless `PG_LEADER_NFT_TABLE` names another (two clusters tested side by side
+/// must not heal each other's faults).
 const TABLE: &str = "pg_leader_cluster";
+
+fn table() -> String {
+    std::env::var("PG_LEADER_NFT_TABLE")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| TABLE.to_string())
+}
 
 fn ensure_nft() -> Result<()> {
     if Command::new("nft").arg("--version").output().is_ok() {
@@ -46,8 +55,9 @@ fn nft_script(script: &str) -> Result<()> {
 
 /// Drops every datagram from `from`'s pg_leader port to `to`'s.
 pub fn block(c: &Cluster, pairs: &[(u32, u32)]) -> Result<()> {
+    let table = table();
     let mut script = format!(
-        "table inet {TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n"
+        "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n"
     );
     for (from, to) in pairs {
         script.push_str(&format!(
@@ -93,14 +103,15 @@ pub fn partition(c: &Cluster, spec: &str) -> Result<Vec<(u32, u32)>> {
 }
 
 pub fn heal() -> Result<()> {
+    let table = table();
     let exists = Command::new("nft")
-        .args(["list", "table", "inet", TABLE])
+        .args(["list", "table", "inet", &table])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     if exists {
         check(
-            Command::new("nft").args(["delete", "table", "inet", TABLE]),
+            Command::new("nft").args(["delete", "table", "inet", &table]),
             "nft delete table",
         )?;
     }

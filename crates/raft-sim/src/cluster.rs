@@ -150,6 +150,15 @@ pub struct SimNode {
     verified_commit: usize,
     /// Real time until which the node is frozen (SIGSTOP): nothing reaches it before then.
     pub paused_until: u64,
+    /// The lease its sessions read: the last one it published (after every step), checked by
+    /// them against the clock, also once its worker died.
+    published_lease: Option<Instant>,
+    /// Its worker closed the lease gate on its way out (`announced`): sessions see no lease,
+    /// and nothing more is published.
+    pub lease_gate_closed: bool,
+    /// What sessions still read after its worker died: the published lease, unless the gate
+    /// was closed. The next start publishes that it does not lead.
+    orphaned_lease: Option<Instant>,
     /// The voters its settings list (`Config::voters`): the first voters, and a spare server
     /// itself besides.
     bootstrap: Vec<NodeId>,
@@ -292,6 +301,9 @@ impl Cluster {
                 slow_fsync_until: 0,
                 fsync_delay: 0,
                 disk_fault: None,
+                published_lease: None,
+                lease_gate_closed: false,
+                orphaned_lease: None,
             })
             .collect();
         let longest_timeout_ever = setup
@@ -378,6 +390,9 @@ impl Cluster {
         node.verified_commit = 0;
         node.incarnation += 1;
         node.raft = Some(raft);
+        node.published_lease = None;
+        node.lease_gate_closed = false;
+        node.orphaned_lease = None;
         let id = node.id;
         self.checker.started(id, self.now);
         self.trace_line(i, "started from disk");
@@ -388,6 +403,12 @@ impl Cluster {
     /// starts or crashes it meanwhile).
     pub fn crash_for(&mut self, i: usize, down: u64) {
         self.crash(i);
+        self.restart_after(i, down);
+    }
+
+    /// Brings a node that just crashed back after `down` microseconds (unless something else
+    /// starts or crashes it meanwhile).
+    pub fn restart_after(&mut self, i: usize, down: u64) {
         let incarnation = self.nodes[i].incarnation;
         self.schedule(
             self.now + down,
@@ -466,7 +487,9 @@ impl Cluster {
 
     /// Loses everything not on disk.
     pub fn crash(&mut self, i: usize) {
-        self.nodes[i].raft = None;
+        let node = &mut self.nodes[i];
+        node.orphaned_lease = node.published_lease.filter(|_| !node.lease_gate_closed);
+        node.raft = None;
         self.nodes[i].tick_generation += 1;
         self.nodes[i].incarnation += 1;
         self.trace_line(i, "crashed");
@@ -500,12 +523,16 @@ impl Cluster {
 
     /// A leader whose lease holds on its own clock. A sleeping machine answers nothing until it
     /// wakes.
+    /// Sessions of a node whose worker died still read the lease it last published, unless the
+    /// worker closed the lease gate on its way out.
     fn answers_true(&self, i: usize) -> bool {
+        let now = self.local_now(i);
+        let node = &self.nodes[i];
         !self.is_suspended(i)
-            && self.nodes[i]
-                .raft
-                .as_ref()
-                .is_some_and(|r| r.has_lease(self.local_now(i)))
+            && match &node.raft {
+                Some(r) => r.has_lease(now),
+                None => node.orphaned_lease.is_some_and(|d| now < d),
+            }
     }
 
     /// Runs one node operation at the current moment, then handles what it produced.
@@ -675,6 +702,10 @@ impl Cluster {
             self.send(msg, fsync);
         }
         self.check_commit(i, &ready)?;
+        let node = &mut self.nodes[i];
+        if !node.lease_gate_closed {
+            node.published_lease = node.raft.as_ref().and_then(|r| r.lease_deadline());
+        }
         self.reschedule_tick(i);
         Ok(())
     }
@@ -831,8 +862,9 @@ impl Cluster {
         );
     }
 
-    /// Lease safety: at no instant do two nodes hold a valid lease. A lease starts only at an
-    /// event and only shrinks between events, so checking at every event covers all instants.
+    /// Lease safety: at no instant do two nodes hold a valid lease, counting the leases that
+    /// sessions of a node whose worker died still read. A lease starts only at an event and
+    /// only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
         if (0..self.size())
             .filter(|&i| self.answers_true(i))

@@ -1,6 +1,7 @@
 //! A deterministic simulator for the pg_leader Raft core. A run is a function of its seed alone:
 //! a failing seed replays exactly, with `raft-soak --seed N --trace`.
 
+pub mod announced;
 pub mod checker;
 pub mod clock;
 pub mod cluster;

@@ -6,6 +6,7 @@
 //! jump over a suspend, late messages, disks that lose or fail writes or sync slowly, WAL
 //! positions that move, proposal bursts, campaign nudges, adversarial timers and delays.
 
+use crate::announced;
 use crate::checker::Violation;
 use crate::cluster::{layout_rng, Cluster, DiskFault, Setup, Timing};
 use crate::database::{Databases, Layout};
@@ -63,7 +64,7 @@ impl Options {
 /// After the faults stop, a leader that all nodes follow must appear within this time: the
 /// promises still running (at most the longest timeout any server ever had), then at worst a
 /// few rounds of timeouts drawn from [T, 2T) of the slowest server.
-fn liveness_bound(c: &Cluster) -> u64 {
+pub(crate) fn liveness_bound(c: &Cluster) -> u64 {
     12 * c.longest_timeout().as_micros() + c.longest_timeout_ever.as_micros()
 }
 
@@ -164,6 +165,10 @@ pub struct Report {
     pub configurations: u64,
     /// `Exercised` bits of the faults this seed reached.
     pub exercised: u32,
+    /// Crashes the host announced (`announced`), among all crashes.
+    pub announced_crashes: u64,
+    /// Real time from the leader's announced crash to a new lease (calm network).
+    pub announced_failover_us: Option<u64>,
 }
 
 pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Violation> {
@@ -213,6 +218,16 @@ fn run(seed: u64, options: &Options, exercised_out: &mut u32) -> Result<Report, 
         let (time, rounds) = failover(&mut cluster, options)?;
         report.failover_us = Some(time);
         report.failover_rounds = Some(rounds);
+        // The silently crashed leader comes back first: a leader handing over needs a voter.
+        for i in 0..cluster.size() {
+            if !cluster.is_up(i) {
+                cluster.start(i)?;
+            }
+        }
+        let since = cluster.now;
+        let bound = liveness_bound(&cluster);
+        wait_for_agreement(&mut cluster, since, bound, "before the announced failover")?;
+        report.announced_failover_us = Some(announced::announced_failover(&mut cluster, options)?);
     }
     report.exercised = cluster.exercised;
     report.events = cluster.counters.events;
@@ -266,22 +281,26 @@ fn fault_phase(
                 }
             }
             12 => {
-                // A quick restart: the node forgets whom it promised not to vote against.
+                // A quick restart: the node forgets whom it promised not to vote against. (With
+                // an announcement, PostgreSQL's crash-restart cycle.)
                 if c.is_up(target) {
+                    report.announced_crashes += u64::from(announced::crash(c, target)?);
                     let down = c.rng.uniform(1, 200_000);
-                    c.crash_for(target, down);
+                    c.restart_after(target, down);
                 }
             }
             0 | 1 => {
                 if c.is_up(target) {
+                    report.announced_crashes += u64::from(announced::crash(c, target)?);
                     let down = c.rng.uniform(1, 3_000_000);
-                    c.crash_for(target, down);
+                    c.restart_after(target, down);
                 }
             }
             2 => {
                 if let Some(l) = c.leader_with_lease() {
+                    report.announced_crashes += u64::from(announced::crash(c, l)?);
                     let down = c.rng.uniform(1, 3_000_000);
-                    c.crash_for(l, down);
+                    c.restart_after(l, down);
                 }
             }
             3 => {

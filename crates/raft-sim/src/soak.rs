@@ -25,6 +25,8 @@ pub struct Summary {
     pub configurations: u64,
     /// Per `Exercised` fault, the seeds that reached it (violating seeds included).
     pub exercised: [u64; Exercised::ALL.len()],
+    pub announced_crashes: u64,
+    pub announced_failover_us: Vec<u64>,
 }
 
 impl Summary {
@@ -50,6 +52,9 @@ impl Summary {
         self.preferred_us_max = self.preferred_us_max.max(other.preferred_us_max);
         self.membership_changes += other.membership_changes;
         self.configurations += other.configurations;
+        self.announced_crashes += other.announced_crashes;
+        self.announced_failover_us
+            .extend(other.announced_failover_us);
         for (mine, theirs) in self.exercised.iter_mut().zip(other.exercised) {
             *mine += theirs;
         }
@@ -87,6 +92,7 @@ impl Summary {
 
     pub fn print(&mut self, seconds: f64) {
         self.failover_us.sort_unstable();
+        self.announced_failover_us.sort_unstable();
         let ms = |us: u64| us as f64 / 1000.0;
         let failovers = self.failover_us.len().max(1) as f64;
         println!("seeds                 {}", self.seeds);
@@ -113,11 +119,23 @@ impl Summary {
             100.0 * self.multi_round_elections as f64 / self.elections.max(1) as f64
         );
         println!(
-            "failover (leader crash -> new lease)  median {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            "failover (silent leader crash -> new lease)  median {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
             ms(Self::percentile(&self.failover_us, 50.0)),
             ms(Self::percentile(&self.failover_us, 90.0)),
             ms(Self::percentile(&self.failover_us, 99.0)),
             ms(self.failover_us.last().copied().unwrap_or(0))
+        );
+        println!(
+            "announced crashes     {} (the host said so; the others were silent)",
+            self.announced_crashes
+        );
+        println!(
+            "failover (leader's host announces its death -> new lease)  median {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} failovers)",
+            ms(Self::percentile(&self.announced_failover_us, 50.0)),
+            ms(Self::percentile(&self.announced_failover_us, 90.0)),
+            ms(Self::percentile(&self.announced_failover_us, 99.0)),
+            ms(self.announced_failover_us.last().copied().unwrap_or(0)),
+            self.announced_failover_us.len()
         );
         println!(
             "worst recovery after faults stop  {:.1} ms",
@@ -176,6 +194,8 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> S
                             }
                             local.membership_changes += r.membership_changes;
                             local.configurations += r.configurations;
+                            local.announced_crashes += r.announced_crashes;
+                            local.announced_failover_us.extend(r.announced_failover_us);
                             if let Some(f) = r.failover_us {
                                 local.failover_us.push(f);
                                 if r.failover_rounds.unwrap_or(1) > 1 {

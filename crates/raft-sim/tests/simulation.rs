@@ -112,3 +112,42 @@ fn every_cluster_size_is_exercised_and_a_seed_replays_exactly() {
         assert_eq!(a.failover_us, b.failover_us);
     }
 }
+
+#[test]
+fn announced_crashes_keep_every_invariant_and_hand_over_in_milliseconds() {
+    let options = Options {
+        nodes: Some(3),
+        ..Options::default()
+    };
+    let summary = run_seeds(0, 300, 2, &options);
+    assert!(
+        summary.violations.is_empty(),
+        "violations (seed, what): {:?}",
+        summary.violations
+    );
+    assert!(
+        summary.announced_crashes > 150,
+        "too few announced crashes: {}",
+        summary.announced_crashes
+    );
+    let mut announced = summary.announced_failover_us.clone();
+    let mut silent = summary.failover_us.clone();
+    announced.sort_unstable();
+    silent.sort_unstable();
+    // Measured where the silent failover is (three voters or more after the faults).
+    assert_eq!(announced.len(), silent.len());
+    assert!(
+        announced.len() > 150,
+        "too few failovers: {}",
+        announced.len()
+    );
+    // A handover needs four one-way trips of at most 2 ms each (TimeoutNow, the vote request,
+    // its grant, the first heartbeat's answer); a silent crash waits out the promise (T).
+    assert!(*announced.last().unwrap() < 20_000, "{announced:?}");
+    let median = |v: &[u64]| v[v.len() / 2];
+    assert!(
+        median(&silent) > 900_000,
+        "silent median {}",
+        median(&silent)
+    );
+}

@@ -9,6 +9,7 @@
 
 mod campaign_order;
 pub mod config;
+pub mod departure;
 pub mod lease;
 pub mod log;
 pub mod membership;
@@ -24,6 +25,7 @@ pub mod types;
 mod wal_sample;
 
 pub use config::{Config, ConfigError};
+pub use departure::Departure;
 pub use lease::{DEFAULT_MARGIN_DIVISOR, MAX_CLOCK_DRIFT_PPM};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};

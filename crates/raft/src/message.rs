@@ -183,6 +183,9 @@ pub enum Body {
     ChangeAnswer {
         outcome: u8,
     },
+    /// A follower's host is going away (its PostgreSQL died or is crash-restarting): the leader
+    /// stops counting it at once instead of an election timeout later (`departure`).
+    Departing,
 }
 
 impl Message {
@@ -201,6 +204,7 @@ impl Message {
             Body::TransferRefused { .. } => "TransferRefused",
             Body::ChangeRequest { .. } => "ChangeRequest",
             Body::ChangeAnswer { .. } => "ChangeAnswer",
+            Body::Departing => "Departing",
         }
     }
 }

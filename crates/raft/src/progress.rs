@@ -20,6 +20,8 @@ pub struct Progress {
     pub last_heard: Instant,
     /// What the follower said of itself in its last answer (`Config::can_lead`).
     pub can_lead: bool,
+    /// It said it is going away (`departure`), and has not answered since.
+    pub departed: bool,
 }
 
 impl Progress {
@@ -31,6 +33,7 @@ impl Progress {
             promised_until: None,
             last_heard: now,
             can_lead: true,
+            departed: false,
         }
     }
 }

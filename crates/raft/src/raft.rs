@@ -327,7 +327,7 @@ impl Raft {
         state
             .progress
             .iter()
-            .filter(|(id, p)| p.can_lead && self.membership.is_voter(**id))
+            .filter(|(id, p)| p.can_lead && !p.departed && self.membership.is_voter(**id))
             .max_by_key(|(_, p)| (p.matched, p.last_heard))
             .map(|(id, _)| *id)
     }

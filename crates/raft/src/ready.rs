@@ -157,6 +157,9 @@ pub enum Event {
     ChangeAnswered { outcome: u8 },
     /// On a follower: the leader could not start a switchover it passed on.
     TransferRefused { outcome: u8 },
+    /// On the leader: a follower said it is going away (`Body::Departing`); it is not counted
+    /// until it answers again.
+    FollowerDeparted { node: NodeId },
 }
 
 #[derive(Clone, Debug, Default)]

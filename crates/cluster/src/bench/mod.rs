@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 pub use cold_start::cold_start;
 pub use etcd::etcd_failover;
-pub use failover::{failover, handover};
+pub use failover::{failover, handover, Fault};
 pub use idle::idle;
 pub use notify::notify_http;
 

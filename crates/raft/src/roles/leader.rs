@@ -28,6 +28,7 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
                 .and_then(|l| l.progress.get_mut(&msg.from))
             {
                 p.can_lead = can_lead;
+                p.departed = false;
             }
             let answer = Answer {
                 success,
@@ -40,6 +41,7 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
             r.hand_over_to_preferred();
         }
         Body::ChangeRequest { change } => r.answer_change_request(msg.from, change),
+        Body::Departing => crate::departure::follower_departed(r, msg.from),
         Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
             from: msg.from,
             target,
@@ -242,14 +244,18 @@ fn maybe_commit(r: &mut Raft) {
 }
 
 /// CheckQuorum (thesis §6.2): has a majority, this node included, been heard from within T?
-fn quorum_active(r: &Raft) -> bool {
+/// A new leader gives its followers one timeout to answer; one that said it is leaving
+/// (`departure`) does not count.
+pub(crate) fn quorum_active(r: &Raft) -> bool {
     let Some(state) = &r.leader else { return false };
     let window = r.config.election_timeout;
-    if r.now < state.since + window {
-        return true;
-    }
+    let in_grace = r.now < state.since + window;
     let heard = r
-        .per_voter(state, |p| r.now < p.last_heard + window, true)
+        .per_voter(
+            state,
+            |p| !p.departed && (in_grace || r.now < p.last_heard + window),
+            true,
+        )
         .into_iter()
         .filter(|h| *h)
         .count();
