@@ -12,7 +12,7 @@
 //! after the lease ends as long as clock rates differ by at most a factor that the margin covers:
 //! with rates within `1 ± ρ` of real time, `margin >= 2ρT / (1 + ρ)` suffices. Any new leader
 //! needs a vote from at least one member of that majority, so no two nodes hold a lease at the
-//! same instant. The default margin is `T / 10`, which covers ρ up to 5 %; real monotonic clocks
+//! same instant. The default margin is `T / 10`, which covers ρ up to 5 %; the real clocks
 //! of one machine share one rate, and across machines NTP keeps them within 500 ppm.
 
 use crate::membership::Membership;
