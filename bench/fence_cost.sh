@@ -2,9 +2,11 @@
 # The cost of the write fence (pg_leader.fence_writes): pgbench's simple-update script (-N, a
 # writing commit per transaction) on the leader primary of a local 3-server cluster, with the
 # fence on and off in alternated runs on the same server (turned by ALTER SYSTEM and a reload).
-# Prints every run, the mean tps of each, and the ratio on/off.
+# Prints every run, the mean tps of each, and the ratio on/off. With synchronous_commit = on the
+# commit's WAL flush dominates; SYNCHRONOUS_COMMIT=off makes the runs CPU-bound, which shows the
+# fence's own cost more sharply.
 #
-#   bench/fence_cost.sh [RUNS_EACH] [SECONDS]      (default 6 and 20; needs scripts/setup)
+#   [SYNCHRONOUS_COMMIT=off] bench/fence_cost.sh [RUNS_EACH] [SECONDS]   (default 6 and 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-6}
@@ -13,6 +15,7 @@ source bench/local_cluster.sh
 is_leader() { [ "$(psql_on "$1" -c 'SELECT pg_leader_is_leader()')" = t ]; }
 for _ in $(seq 1 50); do is_leader 1 && break; psql_on 1 -c 'SELECT pg_leader_transfer_leadership(1)' >/dev/null 2>&1 || sleep 0.2; done
 is_leader 1 || { echo "node 1 does not lead" >&2; exit 1; }
+psql_on 1 -c "ALTER SYSTEM SET synchronous_commit = ${SYNCHRONOUS_COMMIT:-on}" -c 'SELECT pg_reload_conf()' >/dev/null
 "${RUN_AS[@]}" /usr/lib/postgresql/15/bin/pgbench -q -i -s 2 -h "$DIR" -p $((PORT + 1)) -U postgres postgres >/dev/null 2>&1
 fence() {
   psql_on 1 -c "ALTER SYSTEM SET pg_leader.fence_writes = $1" -c 'SELECT pg_reload_conf()' >/dev/null
@@ -35,5 +38,5 @@ for k in $(seq 1 "$RUNS"); do
   done
 done
 refused=$(psql_on 1 -c 'SELECT refused_commits FROM pg_leader_fence()')
-awk -v on="${sum[on]}" -v off="${sum[off]}" -v n="$RUNS" -v r="$refused" 'BEGIN {
-  printf "pgbench -N -M prepared -c 2 -j 2, %d alternated runs each: fence on %.0f tps, off %.0f tps, ratio %.3f (commits refused: %d)\n", n, on / n, off / n, on / off, r }'
+awk -v sc="${SYNCHRONOUS_COMMIT:-on}" -v on="${sum[on]}" -v off="${sum[off]}" -v n="$RUNS" -v r="$refused" 'BEGIN {
+  printf "pgbench -N -M prepared -c 2 -j 2, synchronous_commit = %s, %d alternated runs each: fence on %.0f tps, off %.0f tps, ratio %.3f (commits refused: %d)\n", sc, n, on / n, off / n, on / off, r }'
