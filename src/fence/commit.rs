@@ -5,7 +5,7 @@
 //! utility hook before it runs. A commit let through is handed to `ack`, which checks again
 //! where the acknowledgement is decided.
 
-use super::{ack, applies, lease};
+use super::{ack, applies, lease, pg_ffi};
 use crate::shmem::PublishedRole;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -32,7 +32,7 @@ pub(super) fn install() {
 
 fn wrote() -> bool {
     // SAFETY: reads the current transaction's state; valid inside a transaction callback.
-    unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::TransactionId::INVALID }
+    unsafe { pg_ffi::GetTopTransactionIdIfAny() != pg_sys::TransactionId::INVALID }
 }
 
 #[pg_guard]
@@ -83,8 +83,10 @@ fn is_commit_prepared(pstmt: *mut pg_sys::PlannedStmt) -> bool {
     }
 }
 
+/// Not guarded itself: it holds nothing to clean up when the statement raises an error, so
+/// PostgreSQL's error handling may jump over it, as over any C hook, without a guarded call
+/// (and its system call) per utility statement.
 #[allow(clippy::too_many_arguments)]
-#[pg_guard]
 unsafe extern "C-unwind" fn on_utility(
     pstmt: *mut pg_sys::PlannedStmt,
     query_string: *const std::ffi::c_char,
@@ -95,12 +97,8 @@ unsafe extern "C-unwind" fn on_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    if is_commit_prepared(pstmt) && applies() {
-        if !lease::holds_now() {
-            refuse("commit prepared transaction");
-        }
-        COMMITTING_PREPARED.set(true);
-    }
+    // SAFETY: PostgreSQL hands the hook a valid planned statement.
+    unsafe { check_commit_prepared(pstmt) };
     // The arguments are PostgreSQL's own, passed on unchanged to the previous hook or, when
     // there is none, to PostgreSQL's own function.
     macro_rules! pass_on {
@@ -121,8 +119,19 @@ unsafe extern "C-unwind" fn on_utility(
     unsafe {
         match PREVIOUS_UTILITY_HOOK {
             Some(previous) => pass_on!(previous),
-            None => pass_on!(pg_sys::standard_ProcessUtility),
+            None => pass_on!(pg_ffi::standard_ProcessUtility),
         }
+    }
+}
+
+/// `COMMIT PREPARED` on a fenced server that does not hold the lease: the fence's ERROR.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_commit_prepared(pstmt: *mut pg_sys::PlannedStmt) {
+    if is_commit_prepared(pstmt) && applies() {
+        if !lease::holds_now() {
+            refuse("commit prepared transaction");
+        }
+        COMMITTING_PREPARED.set(true);
     }
 }
 

@@ -54,7 +54,7 @@ fn on_for_this_server() -> bool {
     // caches false once recovery has ended).
     settings::FENCE_WRITES.get()
         && settings::NODE_ID.get() > 0
-        && !unsafe { pg_sys::RecoveryInProgress() }
+        && !unsafe { pg_ffi::RecoveryInProgress() }
 }
 
 /// Whether this process's commits are fenced: client backends and background workers other
