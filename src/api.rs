@@ -1,7 +1,7 @@
 //! The SQL functions. They read the worker's published snapshot and the clock, never the network.
 
 use crate::changes::CHANGES;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use crate::shmem::{member_role_name, Published, PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +56,7 @@ fn lease_deadline(p: &Published) -> u64 {
 use crate::lease_gate::lease_holds;
 
 fn ms_since(us: u64) -> Option<i64> {
-    (us != 0).then(|| (monotonic_now().as_micros().saturating_sub(us) / 1000) as i64)
+    (us != 0).then(|| (boottime_now().as_micros().saturating_sub(us) / 1000) as i64)
 }
 
 /// True only on the leader, and only while its lease holds (checked against the clock here, so a
@@ -103,7 +103,7 @@ fn pg_leader_status() -> TableIterator<
     ),
 > {
     let p = snapshot();
-    let now = monotonic_now().as_micros();
+    let now = boottime_now().as_micros();
     let lease = has_lease(&p).then(|| ((p.lease_deadline_us - now) / 1000) as i64);
     let row = (
         node_id(&p),
@@ -259,7 +259,7 @@ fn pg_leader_history() -> TableIterator<
             if f.len() != 7 {
                 return None;
             }
-            let mono: i64 = f[0].parse().ok()?;
+            let boot: i64 = f[0].parse().ok()?;
             let wall: i64 = f[1].parse().ok()?;
             let lease: i64 = f[5].parse().ok()?;
             let leader: i32 = f[4].parse().ok()?;
@@ -268,10 +268,33 @@ fn pg_leader_history() -> TableIterator<
                 f[2].parse().ok()?,
                 f[3].to_string(),
                 (leader != 0).then_some(leader),
-                (lease != 0).then(|| ts(wall + (lease - mono))).flatten(),
+                (lease != 0).then(|| ts(wall + (lease - boot))).flatten(),
                 f[6].to_string(),
             ))
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The write fence on this server: the setting, whether a writing commit here would be refused
+/// now, commits refused and acknowledgements withheld (connections closed) since it started.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn pg_leader_fence() -> TableIterator<
+    'static,
+    (
+        name!(fence_writes, bool),
+        name!(fenced, bool),
+        name!(refused_commits, i64),
+        name!(withheld_acknowledgements, i64),
+    ),
+> {
+    snapshot();
+    let v = crate::fence::view();
+    TableIterator::once((
+        v.fence_writes,
+        v.fenced,
+        v.refused_commits as i64,
+        v.withheld_acknowledgements as i64,
+    ))
 }

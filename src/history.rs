@@ -1,11 +1,11 @@
 //! The role history: one line per role change and per lease extension, appended to
-//! `pg_leader.history` in the state directory. Times are CLOCK_MONOTONIC microseconds (one clock
+//! `pg_leader.history` in the state directory. Times are CLOCK_BOOTTIME microseconds (one clock
 //! for every server of a machine, so histories of local servers compare directly) and wall-clock
 //! microseconds for people. Tests and `pg_leader-cluster check` read it to prove that no term had
 //! two leaders and that no two leases overlapped.
 //!
 //! ```text
-//! monotonic_us  wall_us  term  role  leader  lease_until_us  cause
+//! boottime_us  wall_us  term  role  leader  lease_until_us  cause
 //! ```
 //! The file is rotated at 1 MiB (one previous file kept as `pg_leader.history.1`); it is not
 //! fsync'd: it is a record, not state, and a SIGKILL loses nothing that was written.

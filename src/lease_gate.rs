@@ -49,5 +49,5 @@ pub fn is_closed() -> bool {
 /// The lease whose deadline was read from the snapshot holds now: the gate is open and the
 /// clock is before the deadline (both read after the snapshot; see the module documentation).
 pub fn lease_holds(deadline_us: u64) -> bool {
-    deadline_us != 0 && !is_closed() && crate::clock::monotonic_now().as_micros() < deadline_us
+    deadline_us != 0 && !is_closed() && crate::clock::boottime_now().as_micros() < deadline_us
 }

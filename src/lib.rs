@@ -4,6 +4,7 @@
 //! around it: settings, shared memory, the background worker and the SQL functions.
 
 use changes::CHANGES;
+use fence::lease::FENCE;
 use lease_gate::LEASE_GIVEN_UP;
 use pgrx::prelude::*;
 use shmem::PUBLISHED;
@@ -15,6 +16,7 @@ pub mod api;
 pub mod changes;
 pub mod clock;
 pub mod cluster_config;
+pub mod fence;
 pub mod history;
 pub mod http;
 pub mod lease_gate;
@@ -23,6 +25,7 @@ pub mod notifier;
 pub mod operations;
 pub mod role_hook;
 pub mod settings;
+pub mod shared_struct;
 pub mod shmem;
 pub mod wal;
 pub mod worker;
@@ -38,6 +41,8 @@ pub extern "C-unwind" fn _PG_init() {
     pgrx::pg_shmem_init!(PUBLISHED);
     pgrx::pg_shmem_init!(CHANGES);
     pgrx::pg_shmem_init!(LEASE_GIVEN_UP);
+    pgrx::pg_shmem_init!(FENCE);
+    fence::install();
     worker::register();
     notifier::register();
     api::PRELOADED.store(true, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 
 use crate::api::read_snapshot;
 use crate::changes::CHANGES;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use crate::operations::{fail, require_positive_timeout};
 use crate::shmem::{member_role_name, PublishedRole, CHANGE_TIMED_OUT, PUBLISHED};
 use pg_leader_raft::{ChangeError, MemberRole};
@@ -133,7 +133,7 @@ fn check_arguments(id: i32, timeout_ms: i32) {
 
 /// Hands the change to the worker and waits for the leader's answer; returns the deadline.
 fn ask(id: i32, remove: bool, address: &str, voter: bool, timeout_ms: i32) -> u64 {
-    let deadline = monotonic_now().as_micros() + timeout_ms as u64 * 1000;
+    let deadline = boottime_now().as_micros() + timeout_ms as u64 * 1000;
     let (asked, worker) = {
         let mut p = PUBLISHED.exclusive();
         p.change_asked += 1;
@@ -204,7 +204,7 @@ fn ask(id: i32, remove: bool, address: &str, voter: bool, timeout_ms: i32) -> u6
 }
 
 fn remaining_ms(deadline_us: u64) -> u64 {
-    deadline_us.saturating_sub(monotonic_now().as_micros()) / 1000
+    deadline_us.saturating_sub(boottime_now().as_micros()) / 1000
 }
 
 /// Waits until this server sees `id` in role `want` (None: gone) in a committed configuration,

@@ -56,6 +56,8 @@ pub fn payload(term: u64, leader: i32, previous: i32, cause: &str) -> String {
 #[no_mangle]
 pub extern "C-unwind" fn pg_leader_notifier_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // Its NOTIFY transactions acknowledge nothing to a client.
+    crate::fence::exempt_this_process();
     let database = NOTIFY_DATABASE
         .get()
         .map(|d| d.to_string_lossy().into_owned())

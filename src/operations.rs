@@ -3,7 +3,7 @@
 
 use crate::api::read_snapshot;
 use crate::changes::CHANGES;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use crate::shmem::{PublishedRole, PUBLISHED};
 use pgrx::prelude::*;
 
@@ -86,9 +86,9 @@ fn pg_leader_transfer_leadership(
     };
     // SAFETY: kill(2) on the worker's pid; SIGINT wakes its loop, which reads the request.
     unsafe { libc::kill(worker, libc::SIGINT) };
-    let start = monotonic_now();
+    let start = boottime_now();
     let remaining =
-        || (timeout_ms as u64).saturating_sub(monotonic_now().saturating_since(start).as_millis());
+        || (timeout_ms as u64).saturating_sub(boottime_now().saturating_since(start).as_millis());
     // The worker answers in shared memory and broadcasts; so do role, term and leader changes.
     let mut answer = None;
     CHANGES.wait_until(remaining(), || {

@@ -17,6 +17,7 @@ pub static ON_ROLE_CHANGE: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 pub static WAL_AWARE_ELECTION: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static CAN_BE_LEADER: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static FENCE_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Defines every setting and reserves the `pg_leader` prefix, so a misspelt
@@ -97,6 +98,14 @@ pub fn define() {
         c"Whether this server may become the leader.",
         c"Off for a witness or a server that must stay a standby: it still votes and counts for quorum.",
         &CAN_BE_LEADER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_leader.fence_writes",
+        c"Refuse commits of writing transactions on a server that is not in recovery and does not hold the lease.",
+        c"Such commits fail with SQLSTATE 25006, and no commit is acknowledged once the lease has ended.",
+        &FENCE_WRITES,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -42,7 +42,7 @@ pub struct NodeSlot {
     pub id: i32,
     address: [u8; ADDRESS_LEN],
     address_len: u16,
-    /// CLOCK_MONOTONIC microseconds of the last authentic datagram from it; 0 never.
+    /// CLOCK_BOOTTIME microseconds of the last authentic datagram from it; 0 never.
     pub last_contact_us: u64,
     pub match_index: u64,
     pub packets_in: u64,
@@ -65,7 +65,7 @@ pub struct Published {
     /// 0 when no vote was cast in this term.
     pub voted_for: i32,
     pub commit_index: u64,
-    /// CLOCK_MONOTONIC microseconds; the lease holds while the clock is before it. 0: no lease.
+    /// CLOCK_BOOTTIME microseconds; the lease holds while the clock is before it. 0: no lease.
     pub lease_deadline_us: u64,
     pub last_leader_contact_us: u64,
     error: [u8; ERROR_LEN],
@@ -104,7 +104,7 @@ pub struct Published {
     change_address: [u8; ADDRESS_LEN],
     change_address_len: u16,
     pub change_voter: bool,
-    /// CLOCK_MONOTONIC microseconds after which the worker stops trying: the session gave up.
+    /// CLOCK_BOOTTIME microseconds after which the worker stops trying: the session gave up.
     pub change_deadline_us: u64,
     pub change_answered: u64,
     pub change_outcome: i32,

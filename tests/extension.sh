@@ -12,7 +12,7 @@ trap cluster_cleanup EXIT
 
 echo "# one server"
 # A 3 s election timeout leaves a wide window before the first election, even on a loaded machine.
-cluster_init "$WORK" 1 "pg_leader.election_timeout = '3s'"
+cluster_init "$WORK" 1 "$NO_FENCE" "pg_leader.election_timeout = '3s'"
 node_start 1
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
 check "no leader is known right after start" test "$(sql 1 'SELECT pg_leader_leader_id() IS NULL')" = t
@@ -60,7 +60,7 @@ node_stop 1
 rm -rf "$WORK/n1"
 
 echo "# three servers: a primary and two pg_basebackup standbys"
-cluster_init_replicated "$WORK" 3
+cluster_init_replicated "$WORK" 3 "$NO_FENCE"
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
 sql 1 "CREATE ROLE plain_user LOGIN" >/dev/null
 for i in 2 3; do node_start $i; done

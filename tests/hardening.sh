@@ -16,7 +16,7 @@ status_of() { sql "$1" "SELECT role || ': ' || coalesce(error, '') FROM pg_leade
 says() { local node=$1; shift; status_of "$node" | grep -q -- "$*"; }
 
 echo "# settings abuse: one server, one bad value at a time"
-cluster_init "$WORK" 1
+cluster_init "$WORK" 1 "$NO_FENCE"
 echo "include_if_exists = 'case.conf'" | as_pg tee -a "$WORK/n1/postgresql.conf" >/dev/null
 node_start 1
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
@@ -71,7 +71,7 @@ node_stop 1 immediate
 rm -rf "$WORK"/n1 "$WORK/n1.log"
 
 echo "# disk faults: node 3's state directory on a 64 KiB tmpfs"
-cluster_init_replicated "$WORK" 3
+cluster_init_replicated "$WORK" 3 "$NO_FENCE"
 mkdir -p "$STATE3"
 mount -t tmpfs -o size=64k,mode=0700 tmpfs "$STATE3"
 chown postgres: "$STATE3" 2>/dev/null || true

@@ -22,7 +22,7 @@ transfer_to() {   # transfer_to NODE: make NODE the leader (a planned switchover
 }
 
 echo "# three servers with the HTTP health check and an on_role_change command"
-cluster_init_replicated "$WORK" 3 "pg_leader.on_role_change = 'echo %r %t %l >> $HOOK_LOG'" \
+cluster_init_replicated "$WORK" 3 "$NO_FENCE" "pg_leader.on_role_change = 'echo %r %t %l >> $HOOK_LOG'" \
   "listen_addresses = '127.0.0.1'"
 node_start 2; node_start 3
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null

@@ -16,6 +16,12 @@ fi
 
 as_pg() { "${RUN_AS[@]}" "$@"; }
 
+# The write fence (pg_leader.fence_writes) refuses commits on a primary that does not hold the
+# lease. Tests of elections, settings and membership write on servers that need not lead
+# (independent servers are each a primary; a new primary holds no lease before its standbys
+# exist), so they pass this line to turn the fence off explicitly. tests/fence.sh tests the fence.
+NO_FENCE="pg_leader.fence_writes = off"
+
 # cluster_init WORKDIR N [extra postgresql.conf lines...]
 # N independent servers (each its own initdb), all running pg_leader.
 cluster_init() {

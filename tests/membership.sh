@@ -12,7 +12,7 @@ source tests/lib.sh
 
 WORK=$(mktemp -d /tmp/pg_leader_membership.XXXXXX)
 trap cluster_cleanup EXIT
-cluster_init "$WORK" 5 "pg_leader.heartbeat_interval = 50ms" "pg_leader.election_timeout = 500ms"
+cluster_init "$WORK" 5 "$NO_FENCE" "pg_leader.heartbeat_interval = 50ms" "pg_leader.election_timeout = 500ms"
 FIRST="1=127.0.0.1:$((BASE_RAFT_PORT + 1)), 2=127.0.0.1:$((BASE_RAFT_PORT + 2)), 3=127.0.0.1:$((BASE_RAFT_PORT + 3))"
 for i in 1 2 3; do
   echo "pg_leader.peers = '$FIRST'" | as_pg tee -a "$WORK/n$i/postgresql.conf" >/dev/null

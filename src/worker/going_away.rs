@@ -16,7 +16,7 @@
 //! within `BUDGET` is abandoned: the others fall back to the promise, as after a silent crash.
 
 use super::Node;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Registry, Token};
 use pg_leader_raft::{Body, Departure, Duration, Message};
@@ -172,7 +172,7 @@ impl Node {
     /// then logs what happened. The caller exits right after.
     pub(super) fn leave(&mut self, reason: Reason) {
         crate::lease_gate::close();
-        let start = monotonic_now();
+        let start = boottime_now();
         let status = self.raft.status();
         if status.lease_deadline.is_some() {
             self.history.lease_given_up(start, &status, reason.as_str());
@@ -185,7 +185,7 @@ impl Node {
         let outcome = Outcome {
             departure,
             timeout_now_sent,
-            took: monotonic_now().saturating_since(start),
+            took: boottime_now().saturating_since(start),
         };
         log_departure(self.raft.id().0, reason, &outcome);
     }
@@ -208,7 +208,7 @@ impl Node {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; pg_leader_wire::MAX_DATAGRAM + 1];
         loop {
-            let now = monotonic_now();
+            let now = boottime_now();
             if now >= deadline {
                 return false;
             }
@@ -224,7 +224,7 @@ impl Node {
             self.receive_each(&mut buf, |node, datagram, from| {
                 node.admit(datagram, from);
             });
-            let now = monotonic_now();
+            let now = boottime_now();
             if self.raft.next_deadline() <= now {
                 self.raft.tick(now);
             }

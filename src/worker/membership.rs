@@ -5,7 +5,7 @@
 
 use super::{resolve, Node};
 use crate::changes::CHANGES;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use crate::cluster_config::parse_peers;
 use crate::shmem::{CHANGE_TIMED_OUT, PUBLISHED};
 use pg_leader_raft::{
@@ -157,7 +157,7 @@ impl Node {
         self.change = Some(ChangeInFlight {
             asked,
             change,
-            next_try: monotonic_now(),
+            next_try: boottime_now(),
             deadline,
         });
     }
@@ -165,7 +165,7 @@ impl Node {
     /// Moves the session's change along: started here on the leader, passed on to the leader
     /// from a follower, tried again while the answer is only "not now".
     pub(super) fn drive_change(&mut self) {
-        let now = monotonic_now();
+        let now = boottime_now();
         let Some(inflight) = self.change.as_ref() else {
             return;
         };
@@ -216,7 +216,7 @@ impl Node {
             return;
         };
         if must_wait(outcome) {
-            inflight.next_try = monotonic_now() + RETRY;
+            inflight.next_try = boottime_now() + RETRY;
         } else {
             self.answer_change(outcome as i32);
         }
@@ -295,7 +295,7 @@ impl Node {
             MembershipChange::Remove { id: dropped.id }
         } else if !target.contains(me) {
             // This leader itself is dropped: hand over; the next leader carries on.
-            if self.raft.hand_over(monotonic_now()).is_ok() {
+            if self.raft.hand_over(boottime_now()).is_ok() {
                 pgrx::log!("pg_leader: handing leadership over: pg_leader.peers drops this node");
                 self.process_ready();
             }
@@ -303,7 +303,7 @@ impl Node {
         } else {
             return;
         };
-        match self.raft.propose_change(&change, monotonic_now()) {
+        match self.raft.propose_change(&change, boottime_now()) {
             Ok(_) => {
                 pgrx::log!(
                     "pg_leader: following pg_leader.peers: {}",

@@ -6,7 +6,7 @@ mod going_away;
 mod membership;
 
 use crate::changes::CHANGES;
-use crate::clock::monotonic_now;
+use crate::clock::boottime_now;
 use crate::cluster_config::SettingError;
 use crate::history::History;
 use crate::http::{Health, HttpServer};
@@ -201,6 +201,7 @@ fn publish_misconfigured(e: &StartError) {
     p.set_role(PublishedRole::Misconfigured);
     p.leader_id = 0;
     p.lease_deadline_us = 0;
+    crate::fence::lease::publish(None);
     p.set_error(Some(&e.summary()));
 }
 
@@ -292,7 +293,7 @@ impl Node {
             .map(|p| (NodeId(p.id), p.address()))
             .collect();
         config.can_lead = crate::settings::CAN_BE_LEADER.get();
-        let now = monotonic_now();
+        let now = boottime_now();
         let seed =
             now.as_micros() ^ (std::process::id() as u64) << 20 ^ (settings.node_id as u64) << 48;
         let raft = Raft::new(
@@ -383,7 +384,7 @@ impl Node {
                 } else {
                     WalPosition::default()
                 });
-            let now = monotonic_now();
+            let now = boottime_now();
             let deadline = self.raft.next_deadline();
             if deadline <= now {
                 self.raft.tick(now);
@@ -494,7 +495,7 @@ impl Node {
             self.reject(Some(header.sender), Reject::Replay);
             return false;
         }
-        let now = monotonic_now();
+        let now = boottime_now();
         match self.raft.step(msg, now) {
             Ok(()) => {}
             Err(Dropped::UnknownSender) => {
@@ -546,8 +547,10 @@ impl Node {
         }) {
             self.last_cause = cause.as_str();
         }
-        self.publish();
+        // The history first: a lease is on record before any session can act on it, so a
+        // worker stopped between the two never leaves a lease in use that the record lacks.
         self.record_history(&ready);
+        self.publish();
         self.send(&ready);
         self.log_events(&ready);
         if let Some(request) = ready.events.iter().rev().find_map(|e| match e {
@@ -608,7 +611,7 @@ impl Node {
     }
 
     fn record_history(&mut self, ready: &Ready) {
-        let now = monotonic_now();
+        let now = boottime_now();
         let status = self.raft.status();
         for event in &ready.events {
             if let Event::RoleChanged { cause, .. } = event {
@@ -725,6 +728,12 @@ impl Node {
         p.voted_for = status.voted_for.map_or(0, |v| v.0 as i32);
         p.commit_index = status.commit_index.0;
         p.lease_deadline_us = status.lease_deadline.map_or(0, |d| d.as_micros());
+        crate::fence::lease::publish(
+            status
+                .lease_deadline
+                .filter(|_| status.role == Role::Leader)
+                .map(|d| d.as_micros()),
+        );
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
         p.set_error(status.not_preferred.map(|r| r.to_string()).as_deref());
         // SAFETY: getpid cannot fail.
@@ -771,6 +780,7 @@ impl Node {
         p.generation += 1;
         p.set_role(PublishedRole::Starting);
         p.lease_deadline_us = 0;
+        crate::fence::lease::publish(None);
         p.leader_id = 0;
         drop(p);
         CHANGES.broadcast();
@@ -792,7 +802,7 @@ impl Node {
                 if can_lead { "may" } else { "will never" }
             );
             if !can_lead && self.raft.role() == Role::Leader {
-                match self.raft.hand_over(monotonic_now()) {
+                match self.raft.hand_over(boottime_now()) {
                     Ok(target) => pgrx::log!(
                         "pg_leader: handing leadership to node {target}: pg_leader.can_be_leader is off"
                     ),
@@ -910,7 +920,7 @@ impl Node {
     fn start_transfer(&mut self, target: Option<NodeId>) -> (i32, Option<NodeId>) {
         let chosen = target.or_else(|| self.raft.best_transfer_target());
         let outcome = match chosen {
-            Some(t) => self.raft.transfer_leadership(t, monotonic_now()),
+            Some(t) => self.raft.transfer_leadership(t, boottime_now()),
             None => Err(TransferError::UnknownTarget(NodeId(0))),
         };
         let code = match outcome {
@@ -936,11 +946,11 @@ impl Node {
         if self.raft.role() == Role::Leader {
             let me = self.raft.id();
             if let Some(target) = self.raft.best_transfer_target() {
-                let now = monotonic_now();
+                let now = boottime_now();
                 if self.raft.transfer_leadership(target, now).is_ok() {
                     // The lease is given up and published first; TimeoutNow leaves at the tick.
                     self.process_ready();
-                    self.raft.tick(monotonic_now());
+                    self.raft.tick(boottime_now());
                     self.process_ready();
                     pgrx::log!(
                         "pg_leader: node {me} shutting down, handed leadership to node {target}"
@@ -973,7 +983,7 @@ fn json_opt(v: Option<impl ToString>) -> String {
 /// What the HTTP health check reports: the same facts as pg_leader_status() and
 /// pg_leader_nodes(), read from the worker's own state.
 fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, PeerStats>) -> Health {
-    let now = monotonic_now();
+    let now = boottime_now();
     let status = raft.status();
     let lease_us = status
         .lease_deadline

@@ -213,7 +213,37 @@ impl Cluster {
         check(&mut initdb, "initdb")?;
         self.configure(node, settings)?;
         self.start(node)?;
-        crate::sql::query(self, node, "CREATE EXTENSION IF NOT EXISTS pg_leader").map(|_| ())
+        self.with_fence_lifted(node, "CREATE EXTENSION IF NOT EXISTS pg_leader")
+            .map(|_| ())
+    }
+
+    /// Runs `sql` on `node` with its write fence off. A server alone holds no lease, so the
+    /// fence (`pg_leader.fence_writes`, on by default) refuses the catalog writes of CREATE
+    /// EXTENSION on a new primary: the fence is lifted for that statement and put back (through
+    /// postgresql.auto.conf, which pg_basebackup then copies without it).
+    pub fn with_fence_lifted(&self, node: u32, sql: &str) -> Result<String> {
+        self.set_fence(node, "SET pg_leader.fence_writes = off", "off")?;
+        let result = crate::sql::query(self, node, sql);
+        self.set_fence(node, "RESET pg_leader.fence_writes", "on")?;
+        result
+    }
+
+    /// `ALTER SYSTEM <change>`, a reload, and a wait until new sessions see `want`.
+    fn set_fence(&self, node: u32, change: &str, want: &str) -> Result<()> {
+        crate::sql::query(self, node, &format!("ALTER SYSTEM {change}"))?;
+        crate::sql::query(self, node, "SELECT pg_reload_conf()")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if crate::sql::query(self, node, "SHOW pg_leader.fence_writes")? == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {node}: pg_leader.fence_writes is not {want} 10 s after a reload"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn write_secret(&self) -> Result<()> {

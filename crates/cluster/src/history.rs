@@ -1,6 +1,6 @@
 //! Checks the nodes' role histories (see the extension's `history` module for the format):
 //! no term with two leaders, and no two lease intervals that overlap on the shared
-//! CLOCK_MONOTONIC.
+//! CLOCK_BOOTTIME.
 
 use crate::cluster::Cluster;
 use crate::run::Result;
@@ -78,7 +78,7 @@ pub fn check(c: &Cluster) -> Result<Verdict> {
         for b in &leases[i + 1..] {
             if a.node != b.node && a.from < b.until && b.from < a.until {
                 return Err(format!(
-                    "leases overlap: node {} (term {}) held one over [{}, {}) and node {} (term {}) over [{}, {}) (CLOCK_MONOTONIC us)",
+                    "leases overlap: node {} (term {}) held one over [{}, {}) and node {} (term {}) over [{}, {}) (CLOCK_BOOTTIME us)",
                     a.node, a.term, a.from, a.until, b.node, b.term, b.from, b.until
                 ));
             }

@@ -19,12 +19,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness]
+  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--set 'NAME = VALUE']...
                                  create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
                                  PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
                                  --witness: node N is a witness instead, a minimal server of its
                                  own that votes and never leads (pg_leader.can_be_leader = off)
+                                 --set: a postgresql.conf line for every server
   status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
   kill NODE|leader               SIGKILL the node's postmaster
   stop NODE [--mode fast|immediate]  /  start NODE
@@ -133,6 +134,7 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             let nodes: u32 = number_option(args, "--nodes", 3)?;
             let port: u16 = number_option(args, "--port", 55500)?;
             let witness = take_flag(args, "--witness");
+            let settings: Vec<String> = std::iter::from_fn(|| take_option(args, "--set")).collect();
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }
@@ -143,7 +145,7 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             }
             let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?)
                 .with_witness(witness);
-            c.create(&[])?;
+            c.create(&settings)?;
             let all: Vec<u32> = c.ids().collect();
             let (leader, term, _) = observe::wait_for_leader(&c, &all, Duration::from_secs(30))?;
             println!(

@@ -22,7 +22,8 @@ pub struct Term(pub u64);
 )]
 pub struct LogIndex(pub u64);
 
-/// A moment on the embedding program's monotonic clock, in microseconds.
+/// A moment on the embedding program's clock, in microseconds: one that never goes back and
+/// never stops (the extension reads CLOCK_BOOTTIME, which keeps running through a suspend).
 ///
 /// The core never reads a clock: every call carries the current `Instant`. Different nodes' clocks
 /// are unrelated (each has its own origin and may run slightly fast or slow), which is why an
