@@ -532,6 +532,9 @@ impl Node {
         }
         let status = self.raft.status();
         match (status.role, status.leader_id) {
+            // A server that may not lead leads only as a caretaker (passing entries on to one
+            // that may, without a lease): no leader to the outside world.
+            (Role::Leader, _) if !self.raft.config().can_lead => {}
             (Role::Leader, _) => self.hook.observe("leader", status.term.0, status.id.0),
             (Role::Follower, Some(l)) => self.hook.observe("follower", status.term.0, l.0),
             _ => {}

@@ -425,7 +425,9 @@ impl Raft {
     }
 
     /// Lets this voter lead or not (`Config::can_lead`); followers tell the leader with every
-    /// answer.
+    /// answer. A leader told it may not asks no promise from then on (its lease lapses with the
+    /// promises already made) and, unless the host hands over first, hands back as a caretaker
+    /// does once a server that may lead holds its log.
     pub fn set_can_lead(&mut self, can_lead: bool) {
         self.config.can_lead = can_lead;
     }

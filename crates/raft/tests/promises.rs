@@ -7,7 +7,9 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Body, Duration, Instant, LogIndex, Message, Role, Term, WalPosition};
+use pg_leader_raft::{
+    Body, Cause, Duration, Event, Instant, LogIndex, Message, Role, Term, WalPosition,
+};
 
 const LONG_MS: u64 = 10 * ELECTION_MS;
 
@@ -100,6 +102,22 @@ fn led_by_1_with_3_that_cannot_lead() -> TestCluster {
     c.restart_with(3, cannot_lead);
     c.elect(1);
     c
+}
+
+/// Whether node 3 has stepped down as a caretaker.
+fn handed_back(c: &TestCluster) -> bool {
+    c.readies.iter().any(|(n, ready)| {
+        *n == 3
+            && ready.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RoleChanged {
+                        cause: Cause::HandedBack,
+                        ..
+                    }
+                )
+            })
+    })
 }
 
 fn at_lsn(lsn: u64) -> WalPosition {
@@ -320,17 +338,24 @@ fn a_voter_that_cannot_lead_passes_on_entries_the_one_that_can_lacks() {
     c.crash(1);
     c.heal();
     c.isolate(1);
+    let mut handed_back_at = None;
     for _ in 0..10 * ELECTION_MS {
         c.advance_ms(1);
         assert!(
             !c.leaders_with_lease().contains(&3),
             "node 3 never holds a lease"
         );
+        if handed_back_at.is_none() && handed_back(&c) {
+            handed_back_at = Some(c.now);
+        }
         if c.leaders_with_lease() == vec![2] {
             break;
         }
     }
     assert_eq!(c.leaders_with_lease(), vec![2]);
+    // At the caretaker's word, not one election timeout later.
+    let handed_back_at = handed_back_at.expect("node 3 handed back");
+    assert!(c.now.saturating_since(handed_back_at) < Duration::from_millis(HEARTBEAT_MS));
     assert_eq!(c.node(2).log().last_term(), c.node(2).term());
     // Node 3 did lead, and asked no one for a promise: it never counted on one.
     let asked_by_3: Vec<Duration> = c
