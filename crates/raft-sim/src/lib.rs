@@ -8,4 +8,5 @@ pub mod faults;
 pub mod network;
 pub mod promises;
 pub mod scenario;
+pub mod setup;
 pub mod soak;
