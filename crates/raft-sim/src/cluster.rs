@@ -344,6 +344,9 @@ impl Cluster {
     /// not lead hands leadership over at once (when a voter can take it).
     pub fn set_can_lead(&mut self, i: usize, can_lead: bool) -> Result<(), Violation> {
         self.nodes[i].can_lead = can_lead;
+        if can_lead {
+            self.checker.may_lead_again(self.nodes[i].id);
+        }
         self.trace_line(i, &format!("can_lead = {can_lead}"));
         self.act(i, |r, now| {
             r.set_can_lead(can_lead);
@@ -629,6 +632,10 @@ impl Cluster {
                             })
                             .collect();
                         self.checker.elected_while_leased(id, *term, &holders)?;
+                        if !self.nodes[i].can_lead {
+                            self.checker.caretaker_elected(id, *term);
+                            self.exercise(Exercised::CaretakerElected);
+                        }
                         let node = &self.nodes[i];
                         self.checker.became_leader(node.id, *term, &node.chain)?;
                         let rounds = std::mem::take(&mut self.counters.rounds_in_election);
@@ -721,11 +728,14 @@ impl Cluster {
     /// Lease safety: at no instant do two nodes hold a valid lease. A lease starts only at an
     /// event and only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
-        if (0..self.size())
-            .filter(|&i| self.answers_true(i))
-            .nth(1)
-            .is_none()
-        {
+        let mut holding = (0..self.size()).filter(|&i| self.answers_true(i));
+        let Some(first) = holding.next() else {
+            return Ok(());
+        };
+        if let Some(r) = &self.nodes[first].raft {
+            self.checker.lease_held(self.nodes[first].id, r.term())?;
+        }
+        if holding.next().is_none() {
             return Ok(());
         }
         let holders = self.lease_holders();
