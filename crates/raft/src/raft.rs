@@ -48,6 +48,8 @@ pub struct Raft {
     /// been heard since: a voter that may not lead then campaigns as a caretaker (see
     /// `may_campaign`).
     pub(crate) refused_a_stale_candidate: bool,
+    /// When this node last heard from a leader of its term (or led, or started).
+    pub(crate) leader_heard_at: Instant,
     /// This server's data position, told by the host (`set_wal_position`).
     pub(crate) wal: WalPosition,
     pub(crate) last_leader_contact: Option<Instant>,
@@ -161,6 +163,7 @@ impl Raft {
             promised_until: now,
             longest_promise: persisted.hard_state.longest_promise,
             refused_a_stale_candidate: false,
+            leader_heard_at: now,
             wal: WalPosition::default(),
             last_leader_contact: None,
             leader: None,
@@ -735,6 +738,7 @@ impl Raft {
         self.set_role(Role::Leader, leader::step, leader::tick);
         self.leader = Some(state);
         self.refused_a_stale_candidate = false;
+        self.leader_heard_at = self.now;
         self.leader_id = Some(self.config.id);
         self.emit_role_change(Cause::WonElection);
         // §5.4.2: an entry of the new term lets the leader commit what earlier terms left. The
@@ -881,14 +885,17 @@ impl Raft {
     }
 
     /// Whether this node starts elections: a voter that may lead; or a voter that may not but
-    /// refused a candidate for a log behind its own, with no leader heard since. Raft cannot
-    /// elect a server that lacks committed entries (§5.4.1), so when only servers that may not
-    /// lead hold them, one of them must lead for a while to pass them on, or no one ever leads
-    /// while a majority is up (design invariant 6). Such a caretaker holds no lease, asks no
-    /// promise, and steps down as soon as a server that may lead holds its whole log (see
-    /// `roles::leader`).
+    /// refused a candidate for a log behind its own, or heard no leader for two of its election
+    /// timeouts. Raft cannot elect a server that lacks committed entries (§5.4.1), and a server
+    /// that misses the entry making it a voter does not campaign at all; when only servers that
+    /// may not lead hold those entries, one of them must lead for a while to pass them on, or no
+    /// one ever leads while a majority is up (design invariant 6). Such a caretaker holds no
+    /// lease, asks no promise, and hands back as soon as a server that may lead holds its whole
+    /// log (see `roles::leader`).
     pub(crate) fn may_campaign(&self) -> bool {
-        (self.config.can_lead || self.refused_a_stale_candidate)
+        let leaderless_for_long = self.now
+            >= self.leader_heard_at + self.config.election_timeout + self.config.election_timeout;
+        (self.config.can_lead || self.refused_a_stale_candidate || leaderless_for_long)
             && self.votes_or_may_hold_the_newest_log()
     }
 

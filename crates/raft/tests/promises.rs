@@ -371,3 +371,53 @@ fn a_voter_that_cannot_lead_passes_on_entries_the_one_that_can_lacks() {
     assert!(!asked_by_3.is_empty(), "node 3 led for a while");
     assert!(asked_by_3.iter().all(|l| *l == Duration::ZERO));
 }
+
+#[test]
+fn a_voter_that_cannot_lead_passes_on_the_entry_that_makes_another_a_voter() {
+    // Node 1, the only voter, adds node 2; the entry that promotes node 2 to voter reaches only
+    // node 1, which is then told it may not lead and loses its quorum. Node 2 does not campaign
+    // (it is not a voter in its own log) and node 1 may not lead: node 1 leads as a caretaker to
+    // pass the entry on, and node 2 is elected.
+    let mut c = TestCluster::with_spares(1, 1);
+    c.elect(1);
+    c.advance_ms(HEARTBEAT_MS + 1);
+    let add = pg_leader_raft::MembershipChange::Add {
+        id: id(2),
+        address: "127.0.0.1:7002".into(),
+        voter: true,
+    };
+    c.with_node(1, |r, now| r.propose_change(&add, now))
+        .unwrap();
+    let promotes_2 = |m: &Message| {
+        match &m.body {
+        Body::AppendEntries { entries, .. } => entries.iter().any(|e| {
+            matches!(&e.data, pg_leader_raft::EntryData::Membership(config) if config.is_voter(id(2)))
+        }),
+        _ => false,
+    }
+    };
+    for _ in 0..1000 {
+        let Some(m) = c.queue.pop_front() else { break };
+        if promotes_2(&m) {
+            c.isolate(2);
+            continue;
+        }
+        c.with_node(m.to.0, |r, now| {
+            let _ = r.step(m, now);
+        });
+    }
+    assert!(c.node(1).membership().0.is_voter(id(2)));
+    assert!(!c.node(2).membership().0.is_voter(id(2)));
+    c.with_node(1, |r, _| r.set_can_lead(false));
+    c.advance_ms(2 * ELECTION_MS);
+    assert_ne!(c.node(1).role(), Role::Leader, "lost its quorum");
+    c.heal();
+    for _ in 0..10 * ELECTION_MS {
+        c.advance_ms(1);
+        assert!(!c.leaders_with_lease().contains(&1));
+        if c.leaders_with_lease() == vec![2] {
+            break;
+        }
+    }
+    assert_eq!(c.leaders_with_lease(), vec![2]);
+}

@@ -55,6 +55,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
     r.note_leader(msg.from);
     r.last_leader_contact = Some(r.now);
     r.refused_a_stale_candidate = false;
+    r.leader_heard_at = r.now;
     // The promise behind the leader's lease: no vote for anyone else for `lease` from now. It is
     // made whether or not the entries fit our log, since every answer below counts for the lease.
     r.promise(lease);
