@@ -6,7 +6,7 @@ use pg_leader_raft::{
     Body, Duration, Entry, EntryData, Instant, LogIndex, Membership, Message, NodeId,
     PersistedState, Term,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What the checker remembers across the whole run, restarts included.
 #[derive(Default)]
@@ -26,6 +26,8 @@ pub struct Checker {
     pub configurations: u64,
     /// The vote promises every server made (invariant 7).
     promises: Promises,
+    /// Servers elected while they may not lead (caretakers), by term, until told they may.
+    caretakers: HashSet<(NodeId, Term)>,
     /// When each server last (re)started, in real time: a promise broken after a restart is
     /// the restart blackout's fault.
     started_at: HashMap<NodeId, u64>,
@@ -268,6 +270,27 @@ impl Checker {
     ) -> Result<(), Violation> {
         let what = format!("node {node} campaigned (term {term})");
         self.keeps_promises(node, now, node, handover.then_some(term), what)
+    }
+
+    /// `node` won `term` while it may not lead: it leads only to pass its log on.
+    pub fn caretaker_elected(&mut self, node: NodeId, term: Term) {
+        self.caretakers.insert((node, term));
+    }
+
+    /// `node` may lead from now on: a lease it then builds is a leader's.
+    pub fn may_lead_again(&mut self, node: NodeId) {
+        self.caretakers.retain(|(n, _)| *n != node);
+    }
+
+    /// A caretaker never answers true (invariant 4: only a leader allowed to lead holds a lease;
+    /// it asked no promise, so none stands behind a lease of its).
+    pub fn lease_held(&self, node: NodeId, term: Term) -> Result<(), Violation> {
+        if self.caretakers.contains(&(node, term)) {
+            return Err(format!(
+                "node {node}, elected in term {term} while it may not lead, holds a lease"
+            ));
+        }
+        Ok(())
     }
 
     pub fn started(&mut self, node: NodeId, real: u64) {

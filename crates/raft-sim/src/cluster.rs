@@ -6,6 +6,8 @@ use crate::clock::NodeClock;
 use crate::database::{Databases, Layout};
 use crate::faults::Exercised;
 use crate::network::Network;
+use crate::setup::EdgeRandom;
+pub use crate::setup::{Setup, Timing};
 use pg_leader_raft::{
     Body, Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message,
     NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
@@ -52,65 +54,6 @@ pub enum DiskFault {
     LoseUnsyncedWrite,
     /// The save fails: the server stops (the extension's worker exits) and restarts later.
     FailSave,
-}
-
-/// A server's settings: `pg_leader.heartbeat_interval`, `pg_leader.election_timeout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timing {
-    pub heartbeat: Duration,
-    pub election_timeout: Duration,
-}
-
-/// How the cluster is built: per server its timing, whether it may lead, its clock's drift.
-#[derive(Clone, Debug)]
-pub struct Setup {
-    pub voters: usize,
-    pub timings: Vec<Timing>,
-    pub can_lead: Vec<bool>,
-    pub drifts: Vec<i64>,
-    /// The leader counts on a promise P for P - P/margin_divisor (`Config::lease_margin_divisor`):
-    /// 10, the product's, unless a test shows that a smaller margin fails.
-    pub margin_divisor: u64,
-    /// Election timers draw their minimum half the time; network delays sit at their edges.
-    pub adversarial: bool,
-    /// Suspends stop the node's clock (`CLOCK_MONOTONIC`) instead of letting it run on.
-    pub monotonic_suspend: bool,
-}
-
-impl Setup {
-    /// Every server with the same timing, able to lead, its clock `drifts[i]` off.
-    pub fn uniform(heartbeat: Duration, election_timeout: Duration, drifts: &[i64]) -> Setup {
-        let timing = Timing {
-            heartbeat,
-            election_timeout,
-        };
-        Setup {
-            voters: drifts.len(),
-            timings: vec![timing; drifts.len()],
-            can_lead: vec![true; drifts.len()],
-            drifts: drifts.to_vec(),
-            margin_divisor: 10,
-            adversarial: false,
-            monotonic_suspend: false,
-        }
-    }
-}
-
-/// The core's randomness in adversarial runs: every other draw is the minimum, so election
-/// timers fire at exactly `T`, where promises and leases are tightest.
-struct EdgeRandom(SplitMix64);
-
-impl RandomSource for EdgeRandom {
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn uniform(&mut self, low: u64, high: u64) -> u64 {
-        if self.0.next_u64().is_multiple_of(2) {
-            low
-        } else {
-            self.0.uniform(low, high)
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -446,6 +389,9 @@ impl Cluster {
     /// not lead hands leadership over at once (when a voter can take it).
     pub fn set_can_lead(&mut self, i: usize, can_lead: bool) -> Result<(), Violation> {
         self.nodes[i].can_lead = can_lead;
+        if can_lead {
+            self.checker.may_lead_again(self.nodes[i].id);
+        }
         self.trace_line(i, &format!("can_lead = {can_lead}"));
         self.act(i, |r, now| {
             r.set_can_lead(can_lead);
@@ -773,6 +719,10 @@ impl Cluster {
                             })
                             .collect();
                         self.checker.elected_while_leased(id, *term, &holders)?;
+                        if !self.nodes[i].can_lead {
+                            self.checker.caretaker_elected(id, *term);
+                            self.exercise(Exercised::CaretakerElected);
+                        }
                         let node = &self.nodes[i];
                         self.checker.became_leader(node.id, *term, &node.chain)?;
                         let rounds = std::mem::take(&mut self.counters.rounds_in_election);
@@ -866,11 +816,14 @@ impl Cluster {
     /// sessions of a node whose worker died still read. A lease starts only at an event and
     /// only shrinks between events, so checking at every event covers all instants.
     fn check_leases(&self) -> Result<(), Violation> {
-        if (0..self.size())
-            .filter(|&i| self.answers_true(i))
-            .nth(1)
-            .is_none()
-        {
+        let mut holding = (0..self.size()).filter(|&i| self.answers_true(i));
+        let Some(first) = holding.next() else {
+            return Ok(());
+        };
+        if let Some(r) = &self.nodes[first].raft {
+            self.checker.lease_held(self.nodes[first].id, r.term())?;
+        }
+        if holding.next().is_none() {
             return Ok(());
         }
         let holders = self.lease_holders();

@@ -146,10 +146,12 @@ pub enum Exercised {
     ProposalBurst,
     CampaignNudge,
     Adversarial,
+    /// Not a fault: a server that may not lead was elected (a caretaker) in the seed.
+    CaretakerElected,
 }
 
 impl Exercised {
-    pub const ALL: [Exercised; 18] = [
+    pub const ALL: [Exercised; 19] = [
         Exercised::MixedTimings,
         Exercised::TimingReload,
         Exercised::LeaderReloadThenCut,
@@ -168,13 +170,18 @@ impl Exercised {
         Exercised::ProposalBurst,
         Exercised::CampaignNudge,
         Exercised::Adversarial,
+        Exercised::CaretakerElected,
     ];
 
-    /// A share of another fault (the kinds of late messages), reported for information.
+    /// A share of another fault (the kinds of late messages) or an outcome, reported for
+    /// information.
     pub fn is_breakdown(self) -> bool {
         matches!(
             self,
-            Exercised::LateVote | Exercised::LateTimeoutNow | Exercised::LateAcknowledgement
+            Exercised::LateVote
+                | Exercised::LateTimeoutNow
+                | Exercised::LateAcknowledgement
+                | Exercised::CaretakerElected
         )
     }
 
@@ -202,6 +209,7 @@ impl Exercised {
             Exercised::ProposalBurst => "proposal bursts on the leader",
             Exercised::CampaignNudge => "campaign() nudges",
             Exercised::Adversarial => "adversarial timers and delays",
+            Exercised::CaretakerElected => "(outcome) a server that may not lead elected caretaker",
         }
     }
 }

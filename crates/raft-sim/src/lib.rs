@@ -11,4 +11,5 @@ pub mod network;
 pub mod preferred;
 pub mod promises;
 pub mod scenario;
+pub mod setup;
 pub mod soak;

@@ -239,3 +239,18 @@ fn vote_requests_sent_before_the_candidates_own_vote_is_durable_are_caught() {
         .unwrap_err();
     assert!(twice.contains("voted twice"), "{twice}");
 }
+
+#[test]
+fn a_lease_held_by_a_caretaker_is_caught() {
+    let mut checker = Checker::default();
+    checker.lease_held(LEADER, Term(3)).unwrap();
+    checker.caretaker_elected(LEADER, Term(3));
+    let violation = checker.lease_held(LEADER, Term(3)).unwrap_err();
+    assert!(
+        violation.contains("may not lead, holds a lease"),
+        "{violation}"
+    );
+    // Told it may lead, it may build a lease like any leader.
+    checker.may_lead_again(LEADER);
+    checker.lease_held(LEADER, Term(3)).unwrap();
+}
