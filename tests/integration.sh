@@ -15,7 +15,7 @@ source tests/lib.sh
 WORK=$(mktemp -d /tmp/pg_leader_integration.XXXXXX)
 # Only what this test started is stopped, by its pid (the machine may run other tests).
 repointer=""
-trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null)" $repointer 2>/dev/null; cluster_cleanup' EXIT
+trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; [ -z "$repointer" ] || kill -- "$repointer" 2>/dev/null; cluster_cleanup' EXIT
 HOOK_LOG=$WORK/on_role_change.log
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$((HTTP_BASE_PORT + $1))$2"; }
 fails() { ! "$@" >/dev/null 2>&1; }
@@ -138,13 +138,15 @@ if as_pg /usr/sbin/pgbouncer -d -q "$WORK/pgbouncer/pgbouncer.ini"; then
   check "the re-point script points pgbouncer at the leader" \
     as_pg examples/pgbouncer_repoint.sh --once "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}"
   check "a session through pgbouncer lands on the leader" test "$(through_pgbouncer 'SELECT pg_leader_is_leader()')" = t
-  as_pg examples/pgbouncer_repoint.sh "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}" >"$WORK/repoint.log" 2>&1 &
-  repointer=$!
+  # In a session of its own, so that the whole group (runuser, the script, its sleep) is
+  # stopped by its id: killing runuser alone left the script running.
+  setsid "${RUN_AS[@]}" examples/pgbouncer_repoint.sh "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}" >"$WORK/repoint.log" 2>&1 &
+  repointer=-$!
   F=$(( $(leader_now) % 3 + 1 ))
   check "switchover to node $F" transfer_to "$F"
   check "pgbouncer follows: new sessions land on node $F" wait_for 10 "pgbouncer to follow" \
     answers "$F" through_pgbouncer 'SELECT pg_leader_node_id()'
-  kill "$repointer" 2>/dev/null
+  kill -- "$repointer" 2>/dev/null
   kill "$(cat "$WORK/pgbouncer/pgbouncer.pid")" 2>/dev/null
 else
   check "pgbouncer starts" false
