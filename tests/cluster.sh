@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 TOOL=${TOOL:-target/release/pg_leader-cluster}
 DIR=$(mktemp -d /tmp/pg_leader_cluster_e2e.XXXXXX)
 rmdir "$DIR"
-PORT=55600
+# Base ports (CLUSTER_PG_PORT, CLUSTER_RAFT_PORT); PG_LEADER_PGBIN and PG_LEADER_NFT_TABLE reach
+# the tool, so that a second installation can be tested beside the default one.
+PORT=${CLUSTER_PG_PORT:-55600}
+RAFT_PORT=${CLUSTER_RAFT_PORT:-7600}
 cluster() { "$TOOL" --dir "$DIR" "$@"; }
 trap 'cluster down >/dev/null 2>&1; rm -rf "$DIR"' EXIT
 
@@ -41,7 +44,7 @@ check() {
 histories_hold() { cluster check; }
 up() {
   cluster down >/dev/null 2>&1 || cluster down
-  cluster up --port $PORT --raft-port 7600 "$@" >/dev/null
+  cluster up --port $PORT --raft-port $RAFT_PORT "$@" >/dev/null
 }
 
 echo "# 1. start"

@@ -4,13 +4,18 @@
 # NOTIFY pg_leader, the on_role_change command, WAL-aware elections and the examples.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BASE_PG_PORT=55450
-BASE_RAFT_PORT=7450
-HTTP_BASE_PORT=7480
+# Base ports from INTEGRATION_PG_PORT, INTEGRATION_RAFT_PORT and INTEGRATION_HTTP_PORT (HAProxy
+# and pgbouncer listen on the HTTP base + 15, 16, 17), PGBIN for a second installation.
+BASE_PG_PORT=${INTEGRATION_PG_PORT:-55450}
+BASE_RAFT_PORT=${INTEGRATION_RAFT_PORT:-7450}
+HTTP_BASE_PORT=${INTEGRATION_HTTP_PORT:-7480}
+WRITE_PORT=$((HTTP_BASE_PORT + 15)) READ_PORT=$((HTTP_BASE_PORT + 16)) PGB_PORT=$((HTTP_BASE_PORT + 17))
 source tests/lib.sh
 
 WORK=$(mktemp -d /tmp/pg_leader_integration.XXXXXX)
-trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; pkill -f pgbouncer_repoint.sh; cluster_cleanup' EXIT
+# Only what this test started is stopped, by its pid (the machine may run other tests).
+repointer=""
+trap 'kill "$(cat "$WORK/haproxy.pid" "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; [ -z "$repointer" ] || kill -- "$repointer" 2>/dev/null; cluster_cleanup' EXIT
 HOOK_LOG=$WORK/on_role_change.log
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$((HTTP_BASE_PORT + $1))$2"; }
 fails() { ! "$@" >/dev/null 2>&1; }
@@ -94,21 +99,20 @@ check "keepalived check fails on a follower" fails examples/keepalived_check.sh 
 echo "# HAProxy routes writes to the leader (examples/haproxy.cfg)"
 tcp_sql() { as_pg psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2" 2>/dev/null; }
 for i in 1 2 3; do export "PG$i=127.0.0.1:$((BASE_PG_PORT + i))" "CHECK_PORT$i=$((HTTP_BASE_PORT + i))"; done
-export WRITE_BIND=127.0.0.1:7495 READ_BIND=127.0.0.1:7496
+export WRITE_BIND=127.0.0.1:$WRITE_PORT READ_BIND=127.0.0.1:$READ_PORT
 if haproxy -q -D -p "$WORK/haproxy.pid" -f examples/haproxy.cfg; then
   check "HAProxy's write port reaches the leader" wait_for 10 "HAProxy to find the leader" \
-    answers t tcp_sql 7495 'SELECT pg_leader_is_leader()'
-  check "HAProxy's read port reaches a follower" test "$(tcp_sql 7496 'SELECT pg_leader_is_leader()')" = f
+    answers t tcp_sql "$WRITE_PORT" 'SELECT pg_leader_is_leader()'
+  check "HAProxy's read port reaches a follower" test "$(tcp_sql "$READ_PORT" 'SELECT pg_leader_is_leader()')" = f
   F=$(( $(leader_now) % 3 + 1 ))
   check "switchover to node $F" transfer_to "$F"
   check "after the switchover HAProxy's write port reaches the new leader" wait_for 10 "HAProxy to follow" \
-    answers "$F" tcp_sql 7495 'SELECT pg_leader_node_id()'
+    answers "$F" tcp_sql "$WRITE_PORT" 'SELECT pg_leader_node_id()'
 else
   check "haproxy starts with examples/haproxy.cfg" false
 fi
 
 echo "# pgbouncer follows the leader (examples/pgbouncer_repoint.sh)"
-PGB_PORT=7497
 as_pg mkdir -p "$WORK/pgbouncer"
 cat <<INI | as_pg tee "$WORK/pgbouncer/pgbouncer.ini" >/dev/null
 %include $WORK/pgbouncer/databases.ini
@@ -134,13 +138,15 @@ if as_pg /usr/sbin/pgbouncer -d -q "$WORK/pgbouncer/pgbouncer.ini"; then
   check "the re-point script points pgbouncer at the leader" \
     as_pg examples/pgbouncer_repoint.sh --once "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}"
   check "a session through pgbouncer lands on the leader" test "$(through_pgbouncer 'SELECT pg_leader_is_leader()')" = t
-  as_pg examples/pgbouncer_repoint.sh "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}" >"$WORK/repoint.log" 2>&1 &
-  repointer=$!
+  # In a session of its own, so that the whole group (runuser, the script, its sleep) is
+  # stopped by its id: killing runuser alone left the script running.
+  setsid "${RUN_AS[@]}" examples/pgbouncer_repoint.sh "$WORK/pgbouncer/databases.ini" "$ADMIN" postgres "${NODES[@]}" >"$WORK/repoint.log" 2>&1 &
+  repointer=-$!
   F=$(( $(leader_now) % 3 + 1 ))
   check "switchover to node $F" transfer_to "$F"
   check "pgbouncer follows: new sessions land on node $F" wait_for 10 "pgbouncer to follow" \
     answers "$F" through_pgbouncer 'SELECT pg_leader_node_id()'
-  kill "$repointer" 2>/dev/null
+  kill -- "$repointer" 2>/dev/null
   kill "$(cat "$WORK/pgbouncer/pgbouncer.pid")" 2>/dev/null
 else
   check "pgbouncer starts" false

@@ -59,6 +59,12 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  etcd-failover   the failover benchmark against 3 etcd members
                                  notify          N failovers: kill -> NOTIFY pg_leader on the
                                                  primary and GET /leader 200 (20)
+                                 primary-start   N fresh clusters (20): the last server
+                                                 accepting connections -> the primary
+                                                 (node 1) leads, agreed by all
+                                 primary-return  N cuts of the primary until a standby
+                                                 leads (10): the heal -> the primary
+                                                 leads again, agreed by all
 The folder defaults to $TMPDIR/pg_leader-cluster (or /tmp/pg_leader-cluster).";
 
 fn main() -> ExitCode {
@@ -275,7 +281,8 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
     };
     let csv = take_option(args, "--csv").map(PathBuf::from);
     let default_trials = match kind.as_str() {
-        "handover" | "notify" => 20,
+        "handover" | "notify" | "primary-start" => 20,
+        "primary-return" => 10,
         "cold-start" => 5,
         _ => 30,
     };
@@ -294,6 +301,8 @@ fn bench_command(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
         "cold-start" => bench::cold_start(&c, trials, timing, csv),
         "idle" => bench::idle(&c, seconds, timing, csv),
         "notify" => bench::notify_http(&c, trials, timing),
+        "primary-start" => bench::primary_start(&c, trials, timing, csv),
+        "primary-return" => bench::primary_return(&c, trials, timing, csv),
         other => return Err(format!("unknown benchmark {other:?}\n{USAGE}")),
     };
     let _ = c.destroy();

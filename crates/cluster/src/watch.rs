@@ -6,7 +6,6 @@
 use crate::cluster::Cluster;
 use crate::run::Result;
 use postgres::{Client, NoTls};
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// One answer, stamped with the server's clock (microseconds since the epoch) just before and
@@ -83,13 +82,22 @@ fn first_overlap(trues: &[Answer]) -> Option<(Answer, Answer)> {
     None
 }
 
-/// The changes of leader seen: (old node, new node, microseconds with no true answer between
-/// the old one's last and the new one's first).
-fn changes(trues: &[Answer]) -> Vec<(u32, u32, i64)> {
+/// The changes of leader seen: (old node, new node, the new one's term in its first true
+/// answer, microseconds with no true answer between the old one's last and the new one's
+/// first). The term is that of this change: a server that leads again later does so in a
+/// later term than the one it led before.
+fn changes(trues: &[Answer]) -> Vec<(u32, u32, i64, i64)> {
     trues
         .windows(2)
         .filter(|w| w[0].node != w[1].node)
-        .map(|w| (w[0].node, w[1].node, w[1].before_us - w[0].after_us))
+        .map(|w| {
+            (
+                w[0].node,
+                w[1].node,
+                w[1].term,
+                w[1].before_us - w[0].after_us,
+            )
+        })
         .collect()
 }
 
@@ -116,15 +124,9 @@ pub fn run(c: &Cluster, seconds: f64) -> Result<()> {
         })
         .collect();
     println!("watch: {} answers; {}", answers.len(), per_node.join(", "));
-    for (old, new, gap_us) in changes(&trues) {
-        let terms: BTreeSet<i64> = trues
-            .iter()
-            .filter(|a| a.node == new)
-            .map(|a| a.term)
-            .collect();
+    for (old, new, term, gap_us) in changes(&trues) {
         println!(
-            "watch: leader changed from node {old} to node {new} (term {}): no true answer for {:.1} ms",
-            terms.iter().next().copied().unwrap_or(0),
+            "watch: leader changed from node {old} to node {new} (term {term}): no true answer for {:.1} ms",
             gap_us as f64 / 1000.0
         );
     }
@@ -166,7 +168,16 @@ mod tests {
             yes(2, 60, 70),
         ];
         assert!(first_overlap(&trues).is_none());
-        assert_eq!(changes(&trues), vec![(1, 2, 10)]);
+        assert_eq!(changes(&trues), vec![(1, 2, 1, 10)]);
+    }
+
+    #[test]
+    fn a_server_leading_again_is_reported_in_its_new_term() {
+        let mut trues = [yes(1, 0, 10), yes(2, 20, 30), yes(1, 40, 50)];
+        trues[0].term = 5;
+        trues[1].term = 6;
+        trues[2].term = 7;
+        assert_eq!(changes(&trues), vec![(1, 2, 6, 10), (2, 1, 7, 10)]);
     }
 
     #[test]

@@ -324,14 +324,26 @@ impl Raft {
         Ok(target)
     }
 
-    /// The voter a handover would go to, on a leader.
+    /// The voter a handover would go to, on a leader: the one holding the most WAL of this
+    /// database system (newest timeline, then position), then the most of the log. The WAL
+    /// comes first because the target's vote requests carry the transfer flag, which voters do
+    /// not judge on WAL (`handle_request_vote`): a leader that hands over on its way out
+    /// (`depart`) or on a planned stop would otherwise pick a standby that lags in replay as
+    /// readily as the most caught-up one. Servers that told no position rank last; with
+    /// `wal_aware` off nobody tells one, and the log alone decides as before.
     pub fn best_transfer_target(&self) -> Option<NodeId> {
         let state = self.leader.as_ref()?;
+        let wal_rank = |id: NodeId| {
+            self.heard
+                .get(id)
+                .filter(|h| h.wal.system == self.wal.system)
+                .map(|h| (h.wal.timeline, h.wal.lsn))
+        };
         state
             .progress
             .iter()
             .filter(|(id, p)| p.can_lead && !p.departed && self.membership.is_voter(**id))
-            .max_by_key(|(_, p)| (p.matched, p.last_heard))
+            .max_by_key(|(id, p)| (wal_rank(**id), p.matched, p.last_heard))
             .map(|(id, _)| *id)
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Cause, Event, NotPreferred, Role, WalPosition};
+use pg_leader_raft::{Cause, Departure, Event, NodeId, NotPreferred, Role, WalPosition};
 
 const SYSTEM: u64 = 7_000_000_001;
 
@@ -275,4 +275,25 @@ fn standbys_that_make_way_for_a_primary_that_cannot_win_still_elect_one_of_them(
     c.advance_ms(2 * ELECTION_MS);
     let l = leader(&c).expect("a standby leads");
     assert_ne!(l, 1);
+}
+
+/// A primary whose PostgreSQL dies hands over on its way out (`depart`); the TimeoutNow vote is
+/// not judged on WAL, so the leader itself must pick the standby holding the most WAL, whatever
+/// the moment of the crash (found on real servers: a standby with replay paused was chosen).
+#[test]
+fn a_departing_primary_hands_over_to_the_standby_with_the_most_wal() {
+    for offset_ms in 0..HEARTBEAT_MS {
+        let mut c = TestCluster::new(3);
+        place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 60)]);
+        c.elect(1);
+        c.advance_ms(2 * HEARTBEAT_MS + offset_ms);
+        let departure = c.with_node(1, |r, now| r.depart(now));
+        assert!(
+            matches!(
+                departure,
+                Departure::HandedOver(NodeId(2)) | Departure::CatchingUp(NodeId(2))
+            ),
+            "crash {offset_ms} ms into a heartbeat: {departure:?}"
+        );
+    }
 }

@@ -7,6 +7,8 @@ mod etcd;
 mod failover;
 mod idle;
 mod notify;
+mod primary_return;
+mod primary_start;
 pub mod probe;
 
 use crate::run::Result;
@@ -18,6 +20,8 @@ pub use etcd::etcd_failover;
 pub use failover::{failover, handover, Fault};
 pub use idle::idle;
 pub use notify::notify_http;
+pub use primary_return::primary_return;
+pub use primary_start::primary_start;
 
 /// Election timing shared by both systems under test.
 #[derive(Clone, Copy, Debug)]
