@@ -368,3 +368,33 @@ fn a_voter_that_cannot_lead_passes_on_entries_the_one_that_can_lacks() {
     assert!(!asked_by_3.is_empty(), "node 3 led for a while");
     assert!(asked_by_3.iter().all(|l| *l == Duration::ZERO));
 }
+
+#[test]
+fn a_voter_that_cannot_lead_and_voted_for_an_up_to_date_candidate_never_campaigns() {
+    // Only a refusal for a log behind its own makes such a voter a possible caretaker; a vote it
+    // granted, or a refusal on other grounds, leaves it a voter that never starts an election.
+    let mut c = TestCluster::new(3);
+    let mut cannot_lead = config(3, 3);
+    cannot_lead.can_lead = false;
+    c.crash(3);
+    c.restart_with(3, cannot_lead);
+    c.now = c.now + Duration::from_millis(2 * ELECTION_MS);
+    c.with_node(3, |r, now| {
+        r.step(vote_request(1, 3, 1, false, (0, 0)), now)
+    })
+    .unwrap();
+    assert_eq!(last_answer(&c, 3), vec![("VoteResponse", true, None)]);
+    c.isolate(3);
+    c.crash(1);
+    c.crash(2);
+    c.advance_ms(5 * ELECTION_MS);
+    let asked = c
+        .readies
+        .iter()
+        .filter(|(n, _)| *n == 3)
+        .flat_map(|(_, ready)| ready.messages.iter())
+        .filter(|m| m.kind() == "RequestVote")
+        .count();
+    assert_eq!(asked, 0, "node 3 campaigned");
+    assert_eq!(c.node(3).role(), Role::Follower);
+}
