@@ -248,6 +248,38 @@ fn prevote_for_a_later_term_is_granted_once_the_promise_ends_even_to_a_follower_
 }
 
 #[test]
+fn a_pre_candidate_refused_by_a_majority_follows_again_at_once() {
+    // A refusal carries the voter's own term, the pre-candidate's (a later one would have made
+    // it a follower of that term already). Two of three refuse: the probe has failed (§9.6).
+    let mut c = TestCluster::new(3);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(2 * ELECTION_MS);
+    c.isolate(3);
+    c.with_node(3, |r, now| r.campaign(now));
+    assert_eq!(c.node(3).role(), Role::PreCandidate);
+    for voter in [1, 2] {
+        let refusal = Message {
+            from: id(voter),
+            to: id(3),
+            term: Term(0),
+            body: Body::VoteResponse {
+                pre_vote: true,
+                granted: false,
+            },
+        };
+        c.with_node(3, |r, now| r.step(refusal, now).unwrap());
+    }
+    assert_eq!(c.node(3).role(), Role::Follower);
+    let (_, ready) = c.readies.last().unwrap();
+    assert!(ready.events.iter().any(|e| matches!(
+        e,
+        Event::RoleChanged {
+            cause: Cause::LostElection,
+            ..
+        }
+    )));
+}
+
+#[test]
 fn stickiness_a_follower_that_hears_a_leader_ignores_a_later_term_candidate() {
     let mut c = TestCluster::new(3);
     c.elect(1);
