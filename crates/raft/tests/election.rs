@@ -280,6 +280,29 @@ fn a_pre_candidate_refused_by_a_majority_follows_again_at_once() {
 }
 
 #[test]
+fn s5_2_a_candidate_that_hears_the_winner_of_its_term_follows_it_at_once() {
+    let mut c = TestCluster::new(3);
+    c.restart_changed(3, |cfg| cfg.pre_vote = false);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(2 * ELECTION_MS);
+    c.isolate(3);
+    c.with_node(3, |r, now| r.campaign(now));
+    assert_eq!(
+        (c.node(3).role(), c.node(3).term()),
+        (Role::Candidate, Term(1))
+    );
+    // Node 1 won term 1 with node 2's vote; its first heartbeat reaches node 3.
+    let heartbeat = first_heartbeat(1, 3, 1);
+    c.with_node(3, |r, now| r.step(heartbeat, now).unwrap());
+    assert_eq!(c.node(3).role(), Role::Follower);
+    assert_eq!(c.node(3).leader_id(), Some(id(1)));
+    let (_, ready) = c.readies.last().unwrap();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, Body::AppendResponse { success: true, .. })));
+}
+
+#[test]
 fn stickiness_a_follower_that_hears_a_leader_ignores_a_later_term_candidate() {
     let mut c = TestCluster::new(3);
     c.elect(1);

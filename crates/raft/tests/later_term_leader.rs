@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Body, Cause, Duration, Event, Instant, LogIndex, Message, Role, Term};
+use pg_leader_raft::{Body, Cause, Duration, Event, Message, Role, Term};
 
 /// Three nodes in term 0 whose start-up blackout is over, nothing elected.
 fn quiet_cluster() -> TestCluster {
@@ -38,20 +38,7 @@ fn role_changes(c: &TestCluster, n: u32) -> Vec<(Role, Term, Option<u32>, Cause)
 #[test]
 fn a_heartbeat_of_a_later_term_names_its_sender_in_the_role_change() {
     let mut c = quiet_cluster();
-    let heartbeat = Message {
-        from: id(3),
-        to: id(2),
-        term: Term(2),
-        body: Body::AppendEntries {
-            prev_log_index: LogIndex(0),
-            prev_log_term: Term(0),
-            entries: vec![],
-            leader_commit: LogIndex(0),
-            sent_at: Instant::ZERO,
-            lease: Duration::from_millis(ELECTION_MS),
-            wal: pg_leader_raft::WalPosition::default(),
-        },
-    };
+    let heartbeat = first_heartbeat(3, 2, 2);
     c.with_node(2, |r, now| r.step(heartbeat, now)).unwrap();
     assert_eq!(
         role_changes(&c, 2),

@@ -374,10 +374,7 @@ fn a_voter_that_cannot_lead_and_voted_for_an_up_to_date_candidate_never_campaign
     // Only a refusal for a log behind its own makes such a voter a possible caretaker; a vote it
     // granted, or a refusal on other grounds, leaves it a voter that never starts an election.
     let mut c = TestCluster::new(3);
-    let mut cannot_lead = config(3, 3);
-    cannot_lead.can_lead = false;
-    c.crash(3);
-    c.restart_with(3, cannot_lead);
+    c.restart_changed(3, |cfg| cfg.can_lead = false);
     c.now = c.now + Duration::from_millis(2 * ELECTION_MS);
     c.with_node(3, |r, now| {
         r.step(vote_request(1, 3, 1, false, (0, 0)), now)
