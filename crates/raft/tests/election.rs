@@ -222,6 +222,87 @@ fn prevote_keeps_a_returning_node_from_raising_the_term() {
 }
 
 #[test]
+fn prevote_for_a_later_term_is_granted_once_the_promise_ends_even_to_a_follower_that_voted() {
+    // Node 2 voted for node 1 in term 1 and still names it leader, but its promise has run out
+    // (its timer has not fired yet): a pre-vote asks about term 2, where node 2 has not voted,
+    // so it answers on the log alone (thesis §9.6). A pre-vote about term 1 itself is judged
+    // like a vote in term 1: node 2 voted for another and follows a leader, so no.
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.advance_ms(HEARTBEAT_MS);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(ELECTION_MS);
+    assert_eq!(c.node(2).leader_id(), Some(id(1)));
+    let last = (
+        c.node(2).log().last_index().0,
+        c.node(2).log().last_term().0,
+    );
+    c.with_node(2, |r, now| {
+        r.step(vote_request(3, 2, 2, true, last), now).unwrap()
+    });
+    assert_eq!(vote_answer(&c, 2), Some((Term(2), true)));
+    c.with_node(2, |r, now| {
+        r.step(vote_request(3, 2, 1, true, last), now).unwrap()
+    });
+    assert_eq!(vote_answer(&c, 2), Some((Term(1), false)));
+    assert_eq!(c.node(2).term(), Term(1), "a pre-vote changes no term");
+}
+
+#[test]
+fn a_pre_candidate_refused_by_a_majority_follows_again_at_once() {
+    // A refusal carries the voter's own term, the pre-candidate's (a later one would have made
+    // it a follower of that term already). Two of three refuse: the probe has failed (§9.6).
+    let mut c = TestCluster::new(3);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(2 * ELECTION_MS);
+    c.isolate(3);
+    c.with_node(3, |r, now| r.campaign(now));
+    assert_eq!(c.node(3).role(), Role::PreCandidate);
+    for voter in [1, 2] {
+        let refusal = Message {
+            from: id(voter),
+            to: id(3),
+            term: Term(0),
+            body: Body::VoteResponse {
+                pre_vote: true,
+                granted: false,
+            },
+        };
+        c.with_node(3, |r, now| r.step(refusal, now).unwrap());
+    }
+    assert_eq!(c.node(3).role(), Role::Follower);
+    let (_, ready) = c.readies.last().unwrap();
+    assert!(ready.events.iter().any(|e| matches!(
+        e,
+        Event::RoleChanged {
+            cause: Cause::LostElection,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn s5_2_a_candidate_that_hears_the_winner_of_its_term_follows_it_at_once() {
+    let mut c = TestCluster::new(3);
+    c.restart_changed(3, |cfg| cfg.pre_vote = false);
+    c.now = c.now + pg_leader_raft::Duration::from_millis(2 * ELECTION_MS);
+    c.isolate(3);
+    c.with_node(3, |r, now| r.campaign(now));
+    assert_eq!(
+        (c.node(3).role(), c.node(3).term()),
+        (Role::Candidate, Term(1))
+    );
+    // Node 1 won term 1 with node 2's vote; its first heartbeat reaches node 3.
+    let heartbeat = first_heartbeat(1, 3, 1);
+    c.with_node(3, |r, now| r.step(heartbeat, now).unwrap());
+    assert_eq!(c.node(3).role(), Role::Follower);
+    assert_eq!(c.node(3).leader_id(), Some(id(1)));
+    let (_, ready) = c.readies.last().unwrap();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, Body::AppendResponse { success: true, .. })));
+}
+
+#[test]
 fn stickiness_a_follower_that_hears_a_leader_ignores_a_later_term_candidate() {
     let mut c = TestCluster::new(3);
     c.elect(1);

@@ -50,6 +50,25 @@ pub fn vote_request(from: u32, to: u32, term: u64, pre_vote: bool, last: (u64, u
     }
 }
 
+/// A heartbeat (no entries, nothing committed, an empty log assumed) from the leader `from`
+/// of `term`, asking for a promise of one election timeout.
+pub fn first_heartbeat(from: u32, to: u32, term: u64) -> Message {
+    Message {
+        from: id(from),
+        to: id(to),
+        term: Term(term),
+        body: Body::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: vec![],
+            leader_commit: LogIndex(0),
+            sent_at: Instant::ZERO,
+            lease: Duration::from_millis(ELECTION_MS),
+            wal: WalPosition::default(),
+        },
+    }
+}
+
 pub fn config(me: u32, n: u32) -> Config {
     Config::new(NodeId(me), (1..=n).map(NodeId).collect()).with_timing(
         Duration::from_millis(HEARTBEAT_MS),
@@ -201,6 +220,14 @@ impl TestCluster {
     pub fn restart(&mut self, n: u32) {
         let total = self.nodes.len() as u32;
         self.restart_with(n, config(n, total));
+    }
+
+    /// Restarts node `n` with its usual configuration changed by `change`.
+    pub fn restart_changed(&mut self, n: u32, change: impl FnOnce(&mut Config)) {
+        let mut changed = config(n, self.nodes.len() as u32);
+        change(&mut changed);
+        self.crash(n);
+        self.restart_with(n, changed);
     }
 
     pub fn restart_with(&mut self, n: u32, config: Config) {
