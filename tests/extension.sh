@@ -60,7 +60,7 @@ node_stop 1
 rm -rf "$WORK/n1"
 
 echo "# three servers: a primary and two pg_basebackup standbys"
-cluster_init_replicated "$WORK" 3 "$NO_FENCE"
+cluster_init_replicated "$WORK" 3 "$NO_FENCE" "$ELECTION_ONLY"
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
 sql 1 "CREATE ROLE plain_user LOGIN" >/dev/null
 for i in 2 3; do node_start $i; done

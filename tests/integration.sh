@@ -96,6 +96,15 @@ check "keepalived check passes on the leader" examples/keepalived_check.sh "http
 F=$(( $(leader_now) % 3 + 1 ))
 check "keepalived check fails on a follower" fails examples/keepalived_check.sh "http://127.0.0.1:$((HTTP_BASE_PORT + F))/leader"
 
+echo "# from here on, leadership moves by switchovers alone (ELECTION_ONLY in tests/lib.sh)"
+for i in 1 2 3; do
+  sql "$i" "ALTER SYSTEM SET ${ELECTION_ONLY/ = / TO }" >/dev/null
+  sql "$i" "SELECT pg_reload_conf()" >/dev/null
+done
+wal_positions_off() { test "$(for i in 1 2 3; do sql "$i" "SHOW pg_leader.wal_aware_election"; done | sort -u)" = off; }
+check "WAL positions are off on every server" wait_for 5 "the reload" wal_positions_off
+sleep 0.3  # a heartbeat round, so that no server still holds the others' positions
+
 echo "# HAProxy routes writes to the leader (examples/haproxy.cfg)"
 tcp_sql() { as_pg psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2" 2>/dev/null; }
 for i in 1 2 3; do export "PG$i=127.0.0.1:$((BASE_PG_PORT + i))" "CHECK_PORT$i=$((HTTP_BASE_PORT + i))"; done

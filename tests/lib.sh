@@ -21,6 +21,11 @@ as_pg() { "${RUN_AS[@]}" "$@"; }
 # (independent servers are each a primary; a new primary holds no lease before its standbys
 # exist), so they pass this line to turn the fence off explicitly. tests/fence.sh tests the fence.
 NO_FENCE="pg_leader.fence_writes = off"
+# Leadership follows the writable primary (tests/primary.sh): a switchover to a standby is handed
+# back at once, and a primary that comes back takes leadership back. Tests of the election's own
+# mechanics on a primary and its standbys (switchovers, PreVote on rejoin, routing that follows
+# the leader) send no WAL positions, so that leadership stays where the election puts it.
+ELECTION_ONLY="pg_leader.wal_aware_election = off"
 
 # cluster_init WORKDIR N [extra postgresql.conf lines...]
 # N independent servers (each its own initdb), all running pg_leader.
