@@ -394,4 +394,21 @@ fn a_voter_that_cannot_lead_and_voted_for_an_up_to_date_candidate_never_campaign
         .count();
     assert_eq!(asked, 0, "node 3 campaigned");
     assert_eq!(c.node(3).role(), Role::Follower);
+    // With no leader to forget, its timeouts change nothing the host needs to hear about.
+    let role_changes = c
+        .readies
+        .iter()
+        .filter(|(n, _)| *n == 3)
+        .flat_map(|(_, ready)| ready.events.iter())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::RoleChanged {
+                    cause: Cause::ElectionTimeout,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(role_changes, 0);
 }
