@@ -48,7 +48,10 @@ refused_25006() { grep -q '^ERROR:  25006: cannot commit: this server does not h
 history_files() { echo "$DIR/n1/pg_leader/pg_leader.history.1 $DIR/n1/pg_leader/pg_leader.history"; }
 
 echo "# a primary that does not lead"
-cluster up --port $PORT --raft-port 7720 --set 'max_prepared_transactions = 4' >/dev/null
+# Without WAL positions (ELECTION_ONLY, tests/lib.sh) leadership stays where a switchover puts
+# it, so the primary can be made a follower on a healthy cluster; tests/primary.sh shows that
+# with them, leadership goes back to the primary.
+cluster up --port $PORT --raft-port 7720 --set 'max_prepared_transactions = 4' --set "$ELECTION_ONLY" >/dev/null
 wait_for 10 "a leader" some_leader
 lead 2
 # The table exists before the fence is tested: created while the fence is lifted (below).

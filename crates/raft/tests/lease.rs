@@ -228,3 +228,15 @@ fn an_acknowledgement_counts_for_the_promise_it_echoes_not_the_one_asked_for_now
         .lease_for(Duration::from_millis(ELECTION_MS));
     assert_eq!(c.node(1).lease_deadline(), Some(sent_at + one_second));
 }
+
+#[test]
+fn check_quorum_a_leader_that_led_for_long_steps_down_once_cut_off() {
+    // CheckQuorum holds for the whole term, not only past its first election timeout.
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    c.isolate(1);
+    c.advance_ms(2 * ELECTION_MS + HEARTBEAT_MS);
+    assert_ne!(c.node(1).role(), Role::Leader);
+}

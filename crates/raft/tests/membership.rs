@@ -394,3 +394,25 @@ fn a_change_waits_for_an_entry_of_the_leaders_term_or_two_disjoint_majorities_co
         "the new leader holds every committed entry (§5.4)"
     );
 }
+
+#[test]
+fn a_follower_takes_a_configuration_the_moment_it_appends_it() {
+    // Thesis §4.1: a server uses the latest configuration in its log, committed or not, from
+    // the moment it is appended; one heartbeat later is too late to count votes by it.
+    let mut c = settled(3, 1);
+    c.with_node(1, |r, now| r.propose_change(&add(4, false), now))
+        .unwrap();
+    let to_2 = c
+        .queue
+        .iter()
+        .position(|m| m.to == NodeId(2) && m.kind() == "AppendEntries")
+        .expect("the configuration goes out at once");
+    let message = c.queue.remove(to_2).unwrap();
+    c.with_node(2, |r, now| r.step(message, now).unwrap());
+    assert_eq!(role_of(&c, 2, 4), Some(MemberRole::Learner));
+    let (_, ready) = c.readies.last().unwrap();
+    assert!(ready
+        .events
+        .iter()
+        .any(|e| matches!(e, pg_leader_raft::Event::MembershipChanged { .. })));
+}

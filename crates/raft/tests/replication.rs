@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Entry, EntryData, LogIndex, NotLeader, Term};
+use pg_leader_raft::{Body, Entry, EntryData, LogIndex, NotLeader, Term};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -159,4 +159,31 @@ fn s5_4_2_entries_of_earlier_terms_commit_only_under_a_current_term_entry() {
         LogIndex(3),
         "the no-op of term 4 commits, and everything before it"
     );
+}
+
+#[test]
+fn a_follower_that_missed_small_entries_gets_them_in_one_message() {
+    // Twenty 100-byte commands are about 2.5 KiB with their framing: one AppendEntries holds
+    // them (up to 16 KiB or `max_entries_per_message`), not one round trip each.
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.advance_ms(HEARTBEAT_MS + 1);
+    c.cut.insert((1, 3));
+    for _ in 0..20 {
+        c.with_node(1, |r, now| r.propose(vec![7; 100], now))
+            .unwrap();
+    }
+    c.deliver();
+    c.heal();
+    let before = c.readies.len();
+    c.advance_ms(HEARTBEAT_MS);
+    let first_to_3 = c.readies[before..]
+        .iter()
+        .filter(|(n, _)| *n == 1)
+        .flat_map(|(_, ready)| ready.messages.iter())
+        .find_map(|m| match &m.body {
+            Body::AppendEntries { entries, .. } if m.to == id(3) => Some(entries.len()),
+            _ => None,
+        });
+    assert_eq!(first_to_3, Some(20));
 }
