@@ -26,8 +26,21 @@ transfer_to() {   # transfer_to NODE: make NODE the leader (a planned switchover
   wait_for 10 "node $1 to lead" one_agreed_leader 1 2 3 && [ "$(leader_now)" = "$1" ]
 }
 
+# wal_aware on|off: pg_leader.wal_aware_election on every server, by reload. Off (ELECTION_ONLY in
+# tests/lib.sh) except for the WAL-aware elections: with it on, leadership goes back to the
+# writable primary, and the switchovers to standbys that this file makes would be undone.
+wal_aware() {
+  local i
+  for i in 1 2 3; do
+    sql "$i" "ALTER SYSTEM SET pg_leader.wal_aware_election TO $1" >/dev/null
+    sql "$i" "SELECT pg_reload_conf()" >/dev/null
+  done
+  wait_for 5 "the reload" wal_aware_is "$1" && sleep 0.3  # a heartbeat round: positions move on
+}
+wal_aware_is() { test "$(for i in 1 2 3; do sql "$i" "SHOW pg_leader.wal_aware_election"; done | sort -u)" = "$1"; }
+
 echo "# three servers with the HTTP health check and an on_role_change command"
-cluster_init_replicated "$WORK" 3 "$NO_FENCE" "pg_leader.on_role_change = 'echo %r %t %l >> $HOOK_LOG'" \
+cluster_init_replicated "$WORK" 3 "$NO_FENCE" "$ELECTION_ONLY" "pg_leader.on_role_change = 'echo %r %t %l >> $HOOK_LOG'" \
   "listen_addresses = '127.0.0.1'"
 node_start 2; node_start 3
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
@@ -72,6 +85,7 @@ check "the role command ran on a follower" wait_for 5 "the hook" grep -q "^follo
 check "the role command's run is logged" wait_for 5 "the log line" grep -q 'on_role_change "echo leader' "$WORK/n$F.log"
 
 echo "# WAL-aware elections: a standby with replay paused is never elected"
+check "WAL positions are on on every server" wal_aware on
 check "replay paused on node 3" test "$(sql 3 "SELECT pg_wal_replay_pause(); SELECT pg_get_wal_replay_pause_state()")" != "not paused"
 sql 1 "CREATE TABLE wal_test (x int)" >/dev/null
 for round in 1 2 3; do
@@ -96,14 +110,8 @@ check "keepalived check passes on the leader" examples/keepalived_check.sh "http
 F=$(( $(leader_now) % 3 + 1 ))
 check "keepalived check fails on a follower" fails examples/keepalived_check.sh "http://127.0.0.1:$((HTTP_BASE_PORT + F))/leader"
 
-echo "# from here on, leadership moves by switchovers alone (ELECTION_ONLY in tests/lib.sh)"
-for i in 1 2 3; do
-  sql "$i" "ALTER SYSTEM SET ${ELECTION_ONLY/ = / TO }" >/dev/null
-  sql "$i" "SELECT pg_reload_conf()" >/dev/null
-done
-wal_positions_off() { test "$(for i in 1 2 3; do sql "$i" "SHOW pg_leader.wal_aware_election"; done | sort -u)" = off; }
-check "WAL positions are off on every server" wait_for 5 "the reload" wal_positions_off
-sleep 0.3  # a heartbeat round, so that no server still holds the others' positions
+echo "# WAL positions off again: leadership moves by switchovers alone"
+check "WAL positions are off on every server" wal_aware off
 
 echo "# HAProxy routes writes to the leader (examples/haproxy.cfg)"
 tcp_sql() { as_pg psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2" 2>/dev/null; }
@@ -112,7 +120,8 @@ export WRITE_BIND=127.0.0.1:$WRITE_PORT READ_BIND=127.0.0.1:$READ_PORT
 if haproxy -q -D -p "$WORK/haproxy.pid" -f examples/haproxy.cfg; then
   check "HAProxy's write port reaches the leader" wait_for 10 "HAProxy to find the leader" \
     answers t tcp_sql "$WRITE_PORT" 'SELECT pg_leader_is_leader()'
-  check "HAProxy's read port reaches a follower" test "$(tcp_sql "$READ_PORT" 'SELECT pg_leader_is_leader()')" = f
+  check "HAProxy's read port reaches a follower" wait_for 10 "HAProxy to find a follower" \
+    answers f tcp_sql "$READ_PORT" 'SELECT pg_leader_is_leader()'
   F=$(( $(leader_now) % 3 + 1 ))
   check "switchover to node $F" transfer_to "$F"
   check "after the switchover HAProxy's write port reaches the new leader" wait_for 10 "HAProxy to follow" \
