@@ -1,5 +1,6 @@
-//! `demo`: up, kill the leader, time the failover through SQL, bring the old leader back and
-//! show that it rejoins as a follower without raising the term, down.
+//! `demo`: up, kill the leader (the primary), time the failover through SQL, bring the old
+//! primary back and show that leadership returns to it (it is still the writable primary, with
+//! all the WAL), check every role history, down.
 
 use crate::cluster::{signal, Cluster};
 use crate::observe::{print_status, wait_for_leader};
@@ -34,16 +35,23 @@ pub fn run(c: &Cluster) -> Result<()> {
 
     println!("\n== starting node {leader} again");
     c.start(leader)?;
-    let (rejoined_leader, rejoined_term, _) = wait_for_leader(c, &all, Duration::from_secs(30))?;
-    let old = crate::sql::view(c, leader)?;
+    // Leadership follows the writable primary: node `leader` was not rebuilt, so it is still the
+    // primary of the newest timeline with all the WAL, and the standby that leads hands back.
+    let back_at = Instant::now();
+    let (rejoined_leader, rejoined_term) = loop {
+        let (l, t, _) = wait_for_leader(c, &all, Duration::from_secs(30))?;
+        if l == leader || back_at.elapsed() > Duration::from_secs(30) {
+            break (l, t);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     println!(
-        "node {leader} is back as {} of node {rejoined_leader}; term {} (was {new_term}: {})\n",
-        old.role,
-        rejoined_term,
-        if rejoined_term == new_term {
-            "PreVote kept it from disturbing the cluster"
+        "node {leader} is back: node {rejoined_leader} leads in term {rejoined_term} (was {new_term}), {} ms after node {leader} started{}\n",
+        back_at.elapsed().as_millis(),
+        if rejoined_leader == leader {
+            ": the writable primary, with all the WAL, took leadership back"
         } else {
-            "the term rose"
+            ""
         }
     );
     print_status(c);
@@ -58,10 +66,9 @@ pub fn run(c: &Cluster) -> Result<()> {
     c.destroy()?;
     crate::network::heal()?;
     println!("\nfailover: {} ms from SIGKILL of the leader to a new leader agreed through SQL by every survivor", failover.as_millis());
-    if rejoined_term != new_term || old.role != "follower" {
+    if rejoined_leader != leader {
         return Err(format!(
-            "node {leader} did not rejoin quietly (role {}, term {rejoined_term})",
-            old.role
+            "leadership did not return to node {leader}, the writable primary (node {rejoined_leader} leads in term {rejoined_term})"
         ));
     }
     Ok(())
