@@ -227,7 +227,9 @@ impl Raft {
             .progress
             .iter()
             .filter(|(id, p)| {
-                p.can_lead && self.membership.is_voter(**id) && self.now < p.last_heard + window
+                p.can_lead == Some(true)
+                    && self.membership.is_voter(**id)
+                    && self.now < p.last_heard + window
             })
             .filter_map(|(id, _)| {
                 let heard = self.heard.get(*id)?;

@@ -18,8 +18,11 @@ pub struct Progress {
     pub promised_until: Option<Instant>,
     /// When the leader last heard anything from it in this term: for CheckQuorum.
     pub last_heard: Instant,
-    /// What the follower said of itself in its last answer (`Config::can_lead`).
-    pub can_lead: bool,
+    /// What the follower said of itself in its last answer of this term (`Config::can_lead`);
+    /// `None` until it answers. A vote or pre-vote does not say it: a voter that may not lead
+    /// grants votes too, so a leader that took silence for consent handed over to one, which
+    /// ignored TimeoutNow, and the next election started the same handover again.
+    pub can_lead: Option<bool>,
     /// It said it is going away (`departure`), and has not answered since.
     pub departed: bool,
 }
@@ -32,7 +35,7 @@ impl Progress {
             acked_sent_at: None,
             promised_until: None,
             last_heard: now,
-            can_lead: true,
+            can_lead: None,
             departed: false,
         }
     }

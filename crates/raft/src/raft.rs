@@ -299,7 +299,11 @@ impl Raft {
         if let Some(t) = state.transfer {
             return Err(TransferError::AlreadyInProgress(t.target));
         }
-        if state.progress.get(&target).is_some_and(|p| !p.can_lead) {
+        if state
+            .progress
+            .get(&target)
+            .is_some_and(|p| p.can_lead == Some(false))
+        {
             return Err(TransferError::TargetCannotLead(target));
         }
         let deadline = self.now + self.config.election_timeout;
@@ -331,8 +335,15 @@ impl Raft {
     /// (`depart`) or on a planned stop would otherwise pick a standby that lags in replay as
     /// readily as the most caught-up one. Servers that told no position rank last; with
     /// `wal_aware` off nobody tells one, and the log alone decides as before.
+    ///
+    /// Only a voter heard from within the election timeout is a target, and one that said in
+    /// this term that it may lead ranks before one that has not answered yet: a handover to a
+    /// server that is down, or to one that may not lead, times out without a leader, and a
+    /// leader that must hand over (one elected while its demotion was pending) started the same
+    /// handover again at once, for ever, while a voter that could take over stood by.
     pub fn best_transfer_target(&self) -> Option<NodeId> {
         let state = self.leader.as_ref()?;
+        let window = self.config.election_timeout;
         let wal_rank = |id: NodeId| {
             self.heard
                 .get(id)
@@ -342,8 +353,16 @@ impl Raft {
         state
             .progress
             .iter()
-            .filter(|(id, p)| p.can_lead && !p.departed && self.membership.is_voter(**id))
-            .max_by_key(|(id, p)| (wal_rank(**id), p.matched, p.last_heard))
+            .filter(|(id, p)| {
+                p.can_lead != Some(false)
+                    && !p.departed
+                    && self.now < p.last_heard + window
+                    && self.membership.is_voter(**id)
+            })
+            .max_by_key(|(id, p)| {
+                let said_it_may_lead = p.can_lead == Some(true);
+                (said_it_may_lead, wal_rank(**id), p.matched, p.last_heard)
+            })
             .map(|(id, _)| *id)
     }
 

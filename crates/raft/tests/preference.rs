@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use pg_leader_raft::{Cause, Departure, Event, NodeId, NotPreferred, Role, WalPosition};
+use pg_leader_raft::{
+    Body, Cause, Departure, Duration, Event, NodeId, NotPreferred, Role, WalPosition,
+};
 
 const SYSTEM: u64 = 7_000_000_001;
 
@@ -296,4 +298,75 @@ fn a_departing_primary_hands_over_to_the_standby_with_the_most_wal() {
             "crash {offset_ms} ms into a heartbeat: {departure:?}"
         );
     }
+}
+
+/// A vote does not say whether the voter may lead: a leader that took a preferred primary
+/// which had voted but not yet answered for one that may lead handed over to it, the primary
+/// ignored TimeoutNow, the handover timed out without a leader, and the next election started
+/// it again, for ever (found by the simulator).
+#[test]
+fn no_handover_to_a_preferred_primary_before_it_says_it_may_lead() {
+    let mut c = TestCluster::new(3);
+    // Node 3 was promoted (timeline 2) but may not lead; node 1, the former primary, is the
+    // only server that may.
+    place(&mut c, &[primary(1, 900), standby(2, 100), primary(2, 120)]);
+    c.with_node(2, |r, _| r.set_can_lead(false));
+    c.with_node(3, |r, _| r.set_can_lead(false));
+    // Node 1 has heard node 3's position from a pre-vote request (a voter that may not lead
+    // campaigns as a caretaker), then wins an election; node 2's answer reaches it first.
+    c.now = c.now + Duration::from_millis(ELECTION_MS);
+    let mut pre_vote = vote_request(3, 1, 1, true, (0, 0));
+    if let Body::RequestVote { wal, .. } = &mut pre_vote.body {
+        *wal = primary(2, 120);
+    }
+    c.with_node(1, |r, now| {
+        let _ = r.step(pre_vote, now);
+        r.campaign(now);
+    });
+    c.deliver();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(
+        leader(&c),
+        Some(1),
+        "the only server that may lead keeps leading"
+    );
+    let failed = c.readies.iter().any(|(_, ready)| {
+        ready.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::RoleChanged {
+                    cause: Cause::TransferFailed,
+                    ..
+                }
+            )
+        })
+    });
+    assert!(
+        !failed,
+        "no handover was started to a server that may not lead"
+    );
+}
+
+/// A handover goes to a voter heard from lately: a voter that is down but held the most WAL
+/// when last heard from cannot take over, and a leader that must hand over (one elected while
+/// its demotion was pending) started the same handover to it again at every timeout while a
+/// voter that could take over stood by (found by the simulator).
+#[test]
+fn a_handover_skips_a_voter_not_heard_from_within_the_election_timeout() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[standby(1, 100), standby(1, 90), standby(1, 200)]);
+    c.elect(1);
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(
+        c.node(1).best_transfer_target(),
+        Some(NodeId(3)),
+        "most WAL"
+    );
+    c.crash(3);
+    c.advance_ms(2 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(1), "nodes 1 and 2 are a majority");
+    assert_eq!(c.node(1).best_transfer_target(), Some(NodeId(2)));
+    let departure = c.with_node(1, |r, now| r.depart(now));
+    assert_eq!(departure, Departure::HandedOver(NodeId(2)));
 }

@@ -27,7 +27,7 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
                 .as_mut()
                 .and_then(|l| l.progress.get_mut(&msg.from))
             {
-                p.can_lead = can_lead;
+                p.can_lead = Some(can_lead);
                 p.departed = false;
             }
             let answer = Answer {
@@ -209,7 +209,9 @@ fn end_caretaking(r: &mut Raft) {
     let successor = state
         .progress
         .iter()
-        .filter(|(id, p)| p.can_lead && p.matched == last_index && r.membership.is_voter(**id))
+        .filter(|(id, p)| {
+            p.can_lead == Some(true) && p.matched == last_index && r.membership.is_voter(**id)
+        })
         .max_by_key(|(_, p)| p.last_heard)
         .map(|(id, _)| *id);
     if let Some(successor) = successor {
