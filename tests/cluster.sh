@@ -147,7 +147,8 @@ check "a second run changes nothing" test -z "$(failover --dry-run "$(conn 2)" "
 echo "# a witness: two servers that can lead, and a minimal one that only votes"
 up --witness
 check "one of the two data servers leads" wait_for 15 "one leader" one_agreed_leader 1 2 3
-witness_listed() { cluster status | grep -Eq '^ +3  witness '; }
+# grep reads the whole output (not -q): the tool must not meet a closed pipe.
+witness_listed() { cluster status | grep -E '^ +3  witness ' >/dev/null; }
 check "status shows node 3 as the witness" witness_listed
 check "the witness runs with pg_leader.can_be_leader = off" test "$(sql 3 'SHOW pg_leader.can_be_leader')" = off
 check "the witness is a database system of its own" \
