@@ -126,3 +126,29 @@ fn a_request_passed_on_by_a_follower_reaches_the_leaders_host_as_an_event() {
     });
     assert!(events.is_empty());
 }
+
+#[test]
+fn a_leader_whose_timeout_now_is_lost_waits_for_the_transfer_deadline_before_stepping_down() {
+    // Thesis §3.10: the handover is abandoned only when its deadline passes. The lease is
+    // already given up, so leading on meanwhile is safe; stepping down at once would throw away
+    // a handover whose TimeoutNow may still arrive.
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.advance_ms(20);
+    c.isolate(3);
+    c.with_node(1, |r, now| r.transfer_leadership(NodeId(3), now).unwrap());
+    c.advance_ms(HEARTBEAT_MS);
+    assert_eq!(c.node(3).role(), Role::Follower, "its TimeoutNow was lost");
+    assert_eq!(
+        c.node(1).role(),
+        Role::Leader,
+        "still leading, without a lease, until the deadline"
+    );
+    assert!(!c.node(1).has_lease(c.now));
+    c.advance_ms(2 * ELECTION_MS);
+    assert_ne!(
+        c.node(1).role(),
+        Role::Leader,
+        "abandoned after the deadline"
+    );
+}
