@@ -16,8 +16,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub const LISTENER: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+/// Tokens below this one are the worker's own (its socket, the postmaster and SIGQUIT pipes).
+pub const LISTENER: Token = Token(3);
+const FIRST_CONNECTION: usize = 4;
 const MAX_CONNECTIONS: usize = 64;
 const MAX_REQUEST: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 /// The longest a departing worker spends handing over before it just goes.
 pub(super) const BUDGET: Duration = Duration(5_000);
 
-const WAKE: Token = Token(usize::MAX);
-const POSTMASTER: Token = Token(usize::MAX - 1);
+// Below `http::LISTENER`, so the health check never takes these for its connections.
+const WAKE: Token = Token(1);
+const POSTMASTER: Token = Token(2);
 
 /// The write end of the self-pipe the SIGQUIT handler wakes the loop with; -1 until installed.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -124,10 +125,6 @@ impl Watch {
             )?;
         }
         Ok(())
-    }
-
-    pub(super) fn owns(token: Token) -> bool {
-        token == WAKE || token == POSTMASTER
     }
 
     /// From now on SIGQUIT waits for the loop.

@@ -413,10 +413,7 @@ impl Node {
             return;
         };
         let registry = self.poll.registry();
-        let http_events = events
-            .iter()
-            .filter(|e| HttpServer::owns(e.token()) && !going_away::Watch::owns(e.token()));
-        for event in http_events {
+        for event in events.iter().filter(|e| HttpServer::owns(e.token())) {
             let (raft, settings, stats) = (&self.raft, &self.settings, &self.stats);
             http.on_event(event.token(), registry, || health_of(raft, settings, stats));
         }
