@@ -162,5 +162,5 @@ one_agreed_leader() {
 PASSED=0; FAILED=0
 check() {
   local name=$1; shift
-  if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); fi
+  if "$@"; then echo "ok - $name"; PASSED=$((PASSED + 1)); else echo "FAILED - $name"; FAILED=$((FAILED + 1)); return 1; fi
 }

@@ -942,17 +942,24 @@ impl Node {
     fn shut_down(&mut self) {
         if self.raft.role() == Role::Leader {
             let me = self.raft.id();
-            if let Some(target) = self.raft.best_transfer_target() {
-                let now = boottime_now();
-                if self.raft.transfer_leadership(target, now).is_ok() {
-                    // The lease is given up and published first; TimeoutNow leaves at the tick.
-                    self.process_ready();
-                    self.raft.tick(boottime_now());
-                    self.process_ready();
-                    pgrx::log!(
-                        "pg_leader: node {me} shutting down, handed leadership to node {target}"
-                    );
-                }
+            match self.raft.best_transfer_target() {
+                Some(target) => match self.raft.transfer_leadership(target, boottime_now()) {
+                    Ok(()) => {
+                        // The lease is given up and published first; TimeoutNow leaves at the tick.
+                        self.process_ready();
+                        self.raft.tick(boottime_now());
+                        self.process_ready();
+                        pgrx::log!(
+                            "pg_leader: node {me} shutting down, handed leadership to node {target}"
+                        );
+                    }
+                    Err(e) => pgrx::log!(
+                        "pg_leader: node {me} shutting down as leader without a handover to node {target}: {e}"
+                    ),
+                },
+                None => pgrx::log!(
+                    "pg_leader: node {me} shutting down as leader without a handover: no voter that may lead was heard within the election timeout"
+                ),
             }
         }
         self.unpublish();
