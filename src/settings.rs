@@ -19,6 +19,9 @@ pub static CAN_BE_LEADER: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static FENCE_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static AUTO_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static AUTO_REJOIN: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Defines every setting and reserves the `pg_leader` prefix, so a misspelt
 /// `pg_leader.something` is reported instead of silently ignored.
@@ -109,6 +112,30 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_leader.auto_failover",
+        c"Make PostgreSQL follow the election: the leader promotes itself, the standbys stream from it.",
+        c"Off: pg_leader only elects, and scripts act on its answer.",
+        &AUTO_FAILOVER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_leader.auto_rejoin",
+        c"Rebuild a former primary as a standby of the leader (pg_rewind) without an operator.",
+        c"Needs wal_log_hints = on or data checksums; off: pg_leader_status() says the rejoin is due.",
+        &AUTO_REJOIN,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_leader.conninfo",
+        c"How the other servers reach this server's PostgreSQL, as libpq key=value pairs.",
+        c"Used for primary_conninfo and pg_rewind on the others; empty means this server's host in pg_leader.peers and its port.",
+        &CONNINFO,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"pg_leader.on_role_change",
         c"Shell command run when this server becomes leader or follows a new leader.",
@@ -168,7 +195,7 @@ fn text(setting: &GucSetting<Option<CString>>) -> String {
         .unwrap_or_default()
 }
 
-fn data_directory() -> PathBuf {
+pub fn data_directory() -> PathBuf {
     // SAFETY: DataDir is set before any worker or backend starts and never freed.
     let dir = unsafe { pg_sys::DataDir };
     if dir.is_null() {
@@ -243,6 +270,22 @@ impl NodeSettings {
 /// `pg_leader.peers` as currently loaded.
 pub fn peers_text() -> String {
     text(&PEERS)
+}
+
+/// `pg_leader.conninfo`, or by default this server's host in `pg_leader.peers` and PostgreSQL's
+/// `port`, as the user that runs PostgreSQL to the `postgres` database (pg_rewind needs one).
+pub fn conninfo(peers: &[Peer], me: u32) -> String {
+    let set = text(&CONNINFO);
+    if !set.trim().is_empty() {
+        return set.trim().to_string();
+    }
+    let host = peers
+        .iter()
+        .find(|p| p.id == me)
+        .map_or_else(|| "127.0.0.1".to_string(), |p| p.host.clone());
+    // SAFETY: PostPortNumber is set from the configuration before any worker starts.
+    let port = unsafe { pg_sys::PostPortNumber };
+    format!("host={host} port={port} dbname=postgres")
 }
 
 /// `pg_leader.on_role_change`; empty when not set.

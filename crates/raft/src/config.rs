@@ -44,6 +44,9 @@ pub struct Config {
     pub max_entries_per_message: usize,
     /// Refuse (pre-)votes to candidates whose `WalPosition` is behind this node's.
     pub wal_aware: bool,
+    /// The host promotes a leader that is a standby (`pg_leader.auto_failover`): such a leader
+    /// is then the primary to be, and does not hand back to the primary it replaces.
+    pub promotes: bool,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             check_quorum: true,
             max_entries_per_message: 64,
             wal_aware: true,
+            promotes: false,
         }
     }
 

@@ -30,7 +30,9 @@ pub use lease::{DEFAULT_MARGIN_DIVISOR, MAX_CLOCK_DRIFT_PPM};
 pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::{Body, Entry, EntryData, Message, WalPosition, PROTOCOL_VERSION};
 pub use preference::NotPreferred;
-pub use raft::{Dropped, NotLeader, Raft, Status, TransferError, MAX_LEASE, MAX_TERM_JUMP};
+pub use raft::{
+    Dropped, NotLeader, Raft, Status, TransferError, MAX_ADVERT_LEN, MAX_LEASE, MAX_TERM_JUMP,
+};
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 pub use rng::{RandomSource, SplitMix64};
 pub use types::{Duration, Instant, LogIndex, NodeId, Term};

@@ -186,6 +186,11 @@ pub enum Body {
     /// A follower's host is going away (its PostgreSQL died or is crash-restarting): the leader
     /// stops counting it at once instead of an election timeout later (`departure`).
     Departing,
+    /// How the sender's database is reached for replication (`pg_leader.conninfo`), opaque to
+    /// Raft: the host sends it now and then, the core only keeps the latest of each member.
+    Advert {
+        conninfo: String,
+    },
 }
 
 impl Message {
@@ -205,6 +210,7 @@ impl Message {
             Body::ChangeRequest { .. } => "ChangeRequest",
             Body::ChangeAnswer { .. } => "ChangeAnswer",
             Body::Departing => "Departing",
+            Body::Advert { .. } => "Advert",
         }
     }
 }

@@ -11,6 +11,9 @@ use crate::quorum::{majority, quorum_value};
 use crate::ready::{Cause, Event, HardState, PersistedState, Ready, Role};
 use crate::rng::RandomSource;
 use crate::roles::{candidate, follower, leader};
+
+/// The longest `Body::Advert` accepted: a libpq connection string, with room to spare.
+pub const MAX_ADVERT_LEN: usize = 1024;
 use crate::types::{Duration, Instant, LogIndex, NodeId, Term};
 use crate::wal_sample::WalHistory;
 use std::cmp::Ordering;
@@ -58,6 +61,8 @@ pub struct Raft {
     pub(crate) wal_history: WalHistory,
     /// What the other servers last said of their data (`preference`).
     pub(crate) heard: HeardPositions,
+    /// The latest `Body::Advert` of each member.
+    pub(crate) adverts: BTreeMap<NodeId, String>,
     /// This server's position when it last sent AppendEntries, with the send time.
     pub(crate) wal_sent: (Instant, WalPosition),
     /// When this node (re)started, and whether it still waits out its first election timeout
@@ -181,6 +186,7 @@ impl Raft {
             wal: WalPosition::default(),
             wal_history: WalHistory::default(),
             heard: HeardPositions::default(),
+            adverts: BTreeMap::new(),
             wal_sent: (now, WalPosition::default()),
             started_at: now,
             first_wait: false,
@@ -203,6 +209,14 @@ impl Raft {
     pub fn step(&mut self, msg: Message, now: Instant) -> Result<(), Dropped> {
         self.advance_clock(now);
         self.check_envelope(&msg)?;
+        if let Body::Advert { conninfo } = msg.body {
+            // Not Raft: no term, no role, no answer. Bounded, as it comes from the network.
+            if conninfo.len() > MAX_ADVERT_LEN {
+                return Err(Dropped::Malformed);
+            }
+            self.adverts.insert(msg.from, conninfo);
+            return Ok(());
+        }
         match &msg.body {
             Body::RequestVote {
                 wal,
@@ -500,6 +514,21 @@ impl Raft {
     /// does once a server that may lead holds its log.
     pub fn set_can_lead(&mut self, can_lead: bool) {
         self.config.can_lead = can_lead;
+    }
+
+    /// Whether the host promotes a leader that is a standby (`Config::promotes`).
+    pub fn set_promotes(&mut self, promotes: bool) {
+        self.config.promotes = promotes;
+    }
+
+    /// What `member` last advertised of how its database is reached (`Body::Advert`).
+    pub fn advert_of(&self, member: NodeId) -> Option<&str> {
+        self.adverts.get(&member).map(String::as_str)
+    }
+
+    /// The data position `member` last told this server, and whether it is a standby.
+    pub fn heard_position(&self, member: NodeId) -> Option<WalPosition> {
+        self.heard.get(member).map(|h| h.wal)
     }
 
     /// The moment the lease ends, on a leader that holds one.

@@ -370,3 +370,48 @@ fn a_handover_skips_a_voter_not_heard_from_within_the_election_timeout() {
     let departure = c.with_node(1, |r, now| r.depart(now));
     assert_eq!(departure, Departure::HandedOver(NodeId(2)));
 }
+
+#[test]
+fn a_standby_leader_that_the_host_promotes_does_not_hand_back_to_the_primary() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.elect(2);
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(
+        leader(&c),
+        Some(2),
+        "the standby keeps leading, to be promoted"
+    );
+    // Promoted: a new timeline; the former primary is never preferred again.
+    c.with_node(2, |r, _| r.set_wal_position(primary(2, 120)));
+    c.advance_ms(5 * ELECTION_MS);
+    assert_eq!(leader(&c), Some(2));
+    assert!(matches!(
+        c.node(1).status().not_preferred,
+        Some(NotPreferred::OlderTimeline { .. })
+    ));
+}
+
+#[test]
+fn adverts_are_kept_per_member_and_oversized_ones_dropped() {
+    let mut c = TestCluster::new(3);
+    let advert = |from: u32, conninfo: String| pg_leader_raft::Message {
+        from: id(from),
+        to: id(1),
+        term: pg_leader_raft::Term(0),
+        body: Body::Advert { conninfo },
+    };
+    let now = c.local(1);
+    let term_before = c.node(1).term();
+    c.with_node(1, |r, _| r.step(advert(2, "host=b port=5432".into()), now))
+        .unwrap();
+    assert_eq!(c.node(1).advert_of(id(2)), Some("host=b port=5432"));
+    assert_eq!(c.node(1).advert_of(id(3)), None);
+    let huge = "x".repeat(pg_leader_raft::MAX_ADVERT_LEN + 1);
+    assert!(c.with_node(1, |r, _| r.step(advert(3, huge), now)).is_err());
+    assert_eq!(c.node(1).advert_of(id(3)), None);
+    assert_eq!(c.node(1).term(), term_before, "an advert changes no term");
+}
