@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import downtime_report  # noqa: E402  (beside this file)
+
 OUT = sys.argv[1]
 
 
@@ -120,6 +122,9 @@ lines += [
     fmt_row("host loss: every process SIGKILLed", stats[("ours", "default")]),
     fmt_row("host loss: all datagrams dropped", drop),
 ]
+lines += [""] + downtime_report.section(OUT)
+if os.path.exists(path("downtime-error.txt")):
+    lines += [open(path("downtime-error.txt")).read().strip(), ""]
 if crash:
     targets.append(("process crash: new leader within 50 ms (median)", f"{crash['median']:.0f} ms", crash["median"] <= 50))
 
