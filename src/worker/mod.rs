@@ -973,6 +973,31 @@ impl Node {
         (code, chosen)
     }
 
+    /// Runs the core, bounded by one election timeout, until a handover this leader started has
+    /// sent TimeoutNow (or was abandoned): on a stop, where the target first has to replay the
+    /// primary's WAL (`Config::promotes`).
+    fn finish_planned_handover(&mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut events = Events::with_capacity(16);
+        let until =
+            boottime_now() + Duration::from_millis(self.settings.election_timeout_ms as u64);
+        loop {
+            let now = boottime_now();
+            self.raft.tick(now);
+            self.process_ready();
+            if !self.raft.transfer_pending() || now >= until {
+                return;
+            }
+            let wait = self.raft.next_deadline().min(until).saturating_since(now);
+            let wait = std::time::Duration::from_micros(wait.as_micros().max(1000));
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => self.receive_each(&mut buf, Node::handle_datagram),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Tells every other member how this server's PostgreSQL is reached, every second (a
     /// datagram may be lost; a server may start later), and at once after a change.
     fn advertise(&mut self) {
@@ -1054,10 +1079,10 @@ impl Node {
             match self.raft.best_transfer_target() {
                 Some(target) => match self.raft.transfer_leadership(target, boottime_now()) {
                     Ok(()) => {
-                        // The lease is given up and published first; TimeoutNow leaves at the tick.
+                        // The lease is given up and published first; TimeoutNow leaves at a tick,
+                        // at once unless the target, a standby to promote, still lacks WAL.
                         self.process_ready();
-                        self.raft.tick(boottime_now());
-                        self.process_ready();
+                        self.finish_planned_handover();
                         pgrx::log!(
                             "pg_leader: node {me} shutting down, handed leadership to node {target}"
                         );

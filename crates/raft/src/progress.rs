@@ -60,6 +60,9 @@ pub struct Transfer {
     pub target: NodeId,
     pub deadline: Instant,
     pub phase: TransferPhase,
+    /// Whether TimeoutNow waits for the target's WAL (`TransferPhase::AwaitingWal`): not when
+    /// the host is dying, whose primary will write no more and send nothing further.
+    pub waits_for_wal: bool,
 }
 
 #[derive(Clone, Debug)]

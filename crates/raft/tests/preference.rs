@@ -482,3 +482,23 @@ fn without_promotion_a_switchover_does_not_wait_for_wal() {
     });
     assert!(campaigned, "TimeoutNow left at once");
 }
+
+#[test]
+fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    let (departure, ready) = c.with_node(1, |r, now| (r.depart(now), r.take_ready()));
+    assert!(
+        matches!(departure, Departure::HandedOver(_)),
+        "{departure:?}"
+    );
+    assert!(
+        ready.messages.iter().any(|m| m.body == Body::TimeoutNow),
+        "TimeoutNow in the same Ready"
+    );
+}

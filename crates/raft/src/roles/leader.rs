@@ -321,7 +321,7 @@ pub(crate) fn advance_transfer(r: &mut Raft) {
     };
     if transfer.phase == TransferPhase::AwaitingWal {
         let target = transfer.target;
-        if !r.target_lacks_wal(target) {
+        if !transfer.waits_for_wal || !r.target_lacks_wal(target) {
             // TimeoutNow at the next tick, as after a lease given up.
             if let Some(t) = r.leader.as_mut().and_then(|s| s.transfer.as_mut()) {
                 t.phase = TransferPhase::LeaseGivenUp;
@@ -353,7 +353,7 @@ fn check_transfer_timers(r: &mut Raft) -> bool {
         .leader
         .as_ref()
         .and_then(|s| s.transfer)
-        .is_some_and(|t| r.target_lacks_wal(t.target));
+        .is_some_and(|t| t.waits_for_wal && r.target_lacks_wal(t.target));
     let Some(state) = r.leader.as_mut() else {
         return false;
     };
