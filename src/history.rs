@@ -60,6 +60,12 @@ impl History {
         self.append(now, status, 0, cause);
     }
 
+    /// Records something done to PostgreSQL (a promotion, a re-pointing, a rejoin), with the
+    /// lease as it stands: `cause` says what and why.
+    pub fn action(&mut self, now: Instant, status: &Status, cause: &str) {
+        self.append(now, status, self.last_lease_until, cause);
+    }
+
     fn append(&self, now: Instant, status: &Status, lease: u64, cause: &str) {
         if fs::metadata(&self.path).is_ok_and(|m| m.len() > ROTATE_AT) {
             let _ = fs::rename(&self.path, self.path.with_extension("history.1"));

@@ -44,7 +44,7 @@ check() {
 histories_hold() { cluster check; }
 up() {
   cluster down >/dev/null 2>&1 || cluster down
-  cluster up --port $PORT --raft-port $RAFT_PORT "$@" >/dev/null
+  cluster up --no-auto-failover --port $PORT --raft-port $RAFT_PORT "$@" >/dev/null
 }
 
 echo "# 1. start"

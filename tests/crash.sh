@@ -56,7 +56,7 @@ lose_leader() {
 }
 
 echo "# start"
-cluster up --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" >/dev/null || { echo "FAILED - cluster up"; exit 1; }
+cluster up --no-auto-failover --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" >/dev/null || { echo "FAILED - cluster up"; exit 1; }
 check "exactly one leader, agreed by all three" wait_for 15 "one leader" one_agreed_leader 1 2 3
 
 for fault in postmaster-kill immediate-stop backend-kill; do

@@ -51,7 +51,7 @@ echo "# a primary that does not lead"
 # Without WAL positions (ELECTION_ONLY, tests/lib.sh) leadership stays where a switchover puts
 # it, so the primary can be made a follower on a healthy cluster; tests/primary.sh shows that
 # with them, leadership goes back to the primary.
-cluster up --port $PORT --raft-port 7720 --set 'max_prepared_transactions = 4' --set "$ELECTION_ONLY" >/dev/null
+cluster up --no-auto-failover --port $PORT --raft-port 7720 --set 'max_prepared_transactions = 4' --set "$ELECTION_ONLY" >/dev/null
 wait_for 10 "a leader" some_leader
 lead 2
 # The table exists before the fence is tested: created while the fence is lifted (below).

@@ -32,7 +32,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 leads() { one_agreed_leader 1 2 3 && [ "$(sql "$1" 'SELECT pg_leader_is_leader()' 2>/dev/null)" = t ]; }
 up() {
   cluster down >/dev/null 2>&1
-  cluster up --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" >/dev/null || { echo "FAILED - cluster up"; exit 1; }
+  cluster up --no-auto-failover --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" >/dev/null || { echo "FAILED - cluster up"; exit 1; }
 }
 conn() { echo "host=$WORK port=$((BASE_PG_PORT + $1)) user=postgres dbname=postgres"; }
 failover() { as_pg env PATH="$PATH" bash examples/failover.sh "$@"; }

@@ -113,6 +113,13 @@ struct Node {
     sent_counters: BTreeMap<NodeId, u64>,
     /// SIGQUIT and the postmaster's death (`going_away`).
     watch: going_away::Watch,
+    /// PostgreSQL following the election (`pg_leader.auto_failover`).
+    failover: crate::postgres::failover::Failover,
+    /// This server's `pg_leader.conninfo`, advertised to the others, and when it last was.
+    conninfo: String,
+    advertised_at: Option<std::time::Instant>,
+    /// Why PostgreSQL does not follow the election yet, for `pg_leader_status().error`.
+    database_note: Option<String>,
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
@@ -293,6 +300,8 @@ impl Node {
             .map(|p| (NodeId(p.id), p.address()))
             .collect();
         config.can_lead = crate::settings::CAN_BE_LEADER.get();
+        config.promotes = crate::settings::AUTO_FAILOVER.get();
+        let conninfo = crate::settings::conninfo(&settings.peers, settings.node_id);
         let now = boottime_now();
         let seed =
             now.as_micros() ^ (std::process::id() as u64) << 20 ^ (settings.node_id as u64) << 48;
@@ -338,6 +347,10 @@ impl Node {
             change_answered: PUBLISHED.share().change_asked,
             peers_target: None,
             watch,
+            failover: Default::default(),
+            conninfo,
+            advertised_at: None,
+            database_note: None,
         };
         node.process_ready();
         // Published as a follower: a lease a previous worker of this server gave up on its way
@@ -384,6 +397,8 @@ impl Node {
                 } else {
                     WalPosition::default()
                 });
+            self.advertise();
+            self.follow_database();
             let now = boottime_now();
             let deadline = self.raft.next_deadline();
             if deadline <= now {
@@ -732,7 +747,11 @@ impl Node {
                 .map(|d| d.as_micros()),
         );
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
-        p.set_error(status.not_preferred.map(|r| r.to_string()).as_deref());
+        let error = status
+            .not_preferred
+            .map(|r| r.to_string())
+            .or_else(|| self.database_note.clone());
+        p.set_error(error.as_deref());
         // SAFETY: getpid cannot fail.
         p.worker_pid = unsafe { libc::getpid() };
         let (membership, membership_index) = self.raft.membership();
@@ -785,6 +804,23 @@ impl Node {
 
     fn reload(&mut self) {
         reload_config_file();
+        let promotes = crate::settings::AUTO_FAILOVER.get();
+        if promotes != self.raft.config().promotes {
+            self.raft.set_promotes(promotes);
+            pgrx::log!(
+                "pg_leader: pg_leader.auto_failover is {}",
+                if promotes {
+                    "on: PostgreSQL follows the election"
+                } else {
+                    "off: pg_leader only elects"
+                }
+            );
+        }
+        let conninfo = crate::settings::conninfo(&self.settings.peers, self.settings.node_id);
+        if conninfo != self.conninfo {
+            self.conninfo = conninfo;
+            self.advertised_at = None;
+        }
         self.hook.set_template(&crate::settings::on_role_change());
         let peers_text = crate::settings::peers_text();
         match crate::cluster_config::parse_peers(&peers_text) {
@@ -937,6 +973,104 @@ impl Node {
         (code, chosen)
     }
 
+    /// Runs the core, bounded by one election timeout, until a handover this leader started has
+    /// sent TimeoutNow (or was abandoned): on a stop, where the target first has to replay the
+    /// primary's WAL (`Config::promotes`).
+    fn finish_planned_handover(&mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut events = Events::with_capacity(16);
+        let until =
+            boottime_now() + Duration::from_millis(self.settings.election_timeout_ms as u64);
+        loop {
+            let now = boottime_now();
+            self.raft.tick(now);
+            self.process_ready();
+            if !self.raft.transfer_pending() || now >= until {
+                return;
+            }
+            let wait = self.raft.next_deadline().min(until).saturating_since(now);
+            let wait = std::time::Duration::from_micros(wait.as_micros().max(1000));
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => self.receive_each(&mut buf, Node::handle_datagram),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Tells every other member how this server's PostgreSQL is reached, every second (a
+    /// datagram may be lost; a server may start later), and at once after a change.
+    fn advertise(&mut self) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+        if self.advertised_at.is_some_and(|at| at.elapsed() < EVERY) {
+            return;
+        }
+        self.advertised_at = Some(std::time::Instant::now());
+        let me = self.raft.id();
+        let others: Vec<NodeId> = self
+            .raft
+            .membership()
+            .0
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != me)
+            .collect();
+        for id in others {
+            let conninfo = self.conninfo.clone();
+            self.raft.send_from_host(id, Body::Advert { conninfo });
+        }
+        self.process_ready();
+    }
+
+    /// PostgreSQL follows the election (`postgres::failover`): each action is logged with its
+    /// term and cause and recorded in the history.
+    fn follow_database(&mut self) {
+        if !crate::settings::AUTO_FAILOVER.get() {
+            self.database_note = None;
+            return;
+        }
+        use crate::postgres::failover::{Action, Local};
+        let local = Local::read();
+        let has_lease = self.raft.has_lease(boottime_now());
+        let turn = self.failover.drive(&self.raft, &local, has_lease);
+        let status = self.raft.status();
+        match &turn.action {
+            Some(Action::Promoted { term }) => {
+                pgrx::log!(
+                    "pg_leader: promoting this standby: it leads term {term} with the lease and has replayed all WAL received"
+                );
+                self.history
+                    .action(boottime_now(), &status, "promote (leader in recovery)");
+            }
+            Some(Action::Repointed { leader, term }) => {
+                pgrx::log!(
+                    "pg_leader: streaming from node {leader}, the leader of term {term}: primary_conninfo set and reloaded"
+                );
+                self.history.action(
+                    boottime_now(),
+                    &status,
+                    &format!("repoint to node {leader} (new leader)"),
+                );
+            }
+            None => {}
+        }
+        let note = match &turn.rejoin {
+            Some(due) => Some(format!(
+                "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind)",
+                due.leader
+            )),
+            None => turn.note.clone(),
+        };
+        if note != self.database_note {
+            if let Some(n) = &note {
+                pgrx::log!("pg_leader: {n}");
+            }
+            self.database_note = note;
+            self.publish();
+        }
+    }
+
     /// A clean stop: a leader hands over to the most caught-up voter before it goes, so the
     /// cluster need not wait for an election timeout.
     fn shut_down(&mut self) {
@@ -945,10 +1079,10 @@ impl Node {
             match self.raft.best_transfer_target() {
                 Some(target) => match self.raft.transfer_leadership(target, boottime_now()) {
                     Ok(()) => {
-                        // The lease is given up and published first; TimeoutNow leaves at the tick.
+                        // The lease is given up and published first; TimeoutNow leaves at a tick,
+                        // at once unless the target, a standby to promote, still lacks WAL.
                         self.process_ready();
-                        self.raft.tick(boottime_now());
-                        self.process_ready();
+                        self.finish_planned_handover();
                         pgrx::log!(
                             "pg_leader: node {me} shutting down, handed leadership to node {target}"
                         );

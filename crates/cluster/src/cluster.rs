@@ -272,6 +272,7 @@ impl Cluster {
         let mut conf = format!(
             "listen_addresses = ''\nunix_socket_directories = '{dir}'\nshared_buffers = 16MB\n\
              max_connections = 20\nwal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
+             wal_log_hints = on\nwal_keep_size = 256MB\n\
              shared_preload_libraries = 'pg_leader'\npg_leader.peers = '{peers}'\n\
              pg_leader.cluster_name = 'local'\npg_leader.secret_file = '{dir}/secret'\n\
              include_if_exists = 'node.conf'\n",
@@ -288,10 +289,14 @@ impl Cluster {
 
     /// Each node's own settings live in node.conf, which pg_basebackup copies and we rewrite.
     fn write_identity(&self, node: u32) -> Result<()> {
+        // The cluster listens on its folder's unix socket only: the others reach this server's
+        // PostgreSQL there (streaming replication, pg_rewind), as the postgres user.
         let text = format!(
-            "port = {}\npg_leader.node_id = {node}\npg_leader.http_port = {}\n",
-            self.pg_port(node),
-            self.http_port(node)
+            "port = {port}\npg_leader.node_id = {node}\npg_leader.http_port = {}\n\
+             pg_leader.conninfo = 'host={} port={port} user=postgres dbname=postgres'\n",
+            self.http_port(node),
+            self.dir.display(),
+            port = self.pg_port(node),
         );
         self.append_as_postgres(&self.data_dir(node).join("node.conf"), &text, true)
     }

@@ -19,10 +19,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--set 'NAME = VALUE']...
-                                 create and start N servers (default 3): node 1 primary, the rest
+  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--no-auto-failover]
+     [--set 'NAME = VALUE']...   create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
                                  PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
+                                 PostgreSQL follows the election (pg_leader.auto_failover and
+                                 auto_rejoin on) unless --no-auto-failover: election only.
                                  --witness: node N is a witness instead, a minimal server of its
                                  own that votes and never leads (pg_leader.can_be_leader = off)
                                  --set: a postgresql.conf line for every server
@@ -140,7 +142,14 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             let nodes: u32 = number_option(args, "--nodes", 3)?;
             let port: u16 = number_option(args, "--port", 55500)?;
             let witness = take_flag(args, "--witness");
-            let settings: Vec<String> = std::iter::from_fn(|| take_option(args, "--set")).collect();
+            let election_only = take_flag(args, "--no-auto-failover");
+            let mut settings: Vec<String> = Vec::new();
+            if !election_only {
+                settings.push("pg_leader.auto_failover = on".into());
+                settings.push("pg_leader.auto_rejoin = on".into());
+            }
+            // Given last, so that a --set wins over the defaults above.
+            settings.extend(std::iter::from_fn(|| take_option(args, "--set")));
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }

@@ -51,6 +51,10 @@ impl Raft {
         let Ok(target) = self.hand_over(now) else {
             return Departure::Nothing;
         };
+        // A dying primary sends no more WAL: the target promotes with what it has.
+        if let Some(t) = self.leader.as_mut().and_then(|l| l.transfer.as_mut()) {
+            t.waits_for_wal = false;
+        }
         let catching_up = self
             .leader
             .as_ref()

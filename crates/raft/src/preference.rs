@@ -207,6 +207,19 @@ impl Raft {
         .err()
     }
 
+    /// On a leader that is a primary, where the host promotes a standby that leads
+    /// (`Config::promotes`): has `target`, a standby of the same timeline, replayed less WAL than
+    /// this primary holds? A switchover then waits for it, so that the promoted standby holds
+    /// every commit the old primary acknowledged before its lease was given up.
+    pub(crate) fn target_lacks_wal(&self, target: NodeId) -> bool {
+        if !self.config.promotes || !self.wal.known() || self.wal.in_recovery {
+            return false;
+        }
+        self.heard.get(target).is_some_and(|h| {
+            h.wal.in_recovery && h.wal.system == self.wal.system && h.wal.is_behind(&self.wal)
+        })
+    }
+
     /// True when this server is, as far as it knows, a preferred leader: a primary on the newest
     /// timeline it has heard of.
     pub(crate) fn is_preferred_primary(&self) -> bool {

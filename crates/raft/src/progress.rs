@@ -47,6 +47,10 @@ pub enum TransferPhase {
     CatchingUp,
     /// The lease is given up; TimeoutNow leaves at the next tick, after that is published.
     LeaseGivenUp,
+    /// The lease is given up (so the primary it leads acknowledges no more commits) and the
+    /// target, a standby the host will promote (`Config::promotes`), has not yet replayed all the
+    /// WAL of this leader's primary: TimeoutNow waits for it, until the deadline.
+    AwaitingWal,
     /// TimeoutNow has left; the lease stays given up for the rest of this term.
     Sent,
 }
@@ -56,6 +60,9 @@ pub struct Transfer {
     pub target: NodeId,
     pub deadline: Instant,
     pub phase: TransferPhase,
+    /// Whether TimeoutNow waits for the target's WAL (`TransferPhase::AwaitingWal`): not when
+    /// the host is dying, whose primary will write no more and send nothing further.
+    pub waits_for_wal: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -325,6 +325,7 @@ impl Raft {
             target,
             deadline,
             phase: TransferPhase::CatchingUp,
+            waits_for_wal: true,
         };
         self.leader.as_mut().expect("checked above").transfer = Some(transfer);
         leader::advance_transfer(self);
@@ -529,6 +530,15 @@ impl Raft {
     /// The data position `member` last told this server, and whether it is a standby.
     pub fn heard_position(&self, member: NodeId) -> Option<WalPosition> {
         self.heard.get(member).map(|h| h.wal)
+    }
+
+    /// True on a leader whose handover has not sent TimeoutNow yet (it may be waiting for the
+    /// target's log or, where the host promotes, its WAL).
+    pub fn transfer_pending(&self) -> bool {
+        self.leader
+            .as_ref()
+            .and_then(|l| l.transfer)
+            .is_some_and(|t| t.phase != TransferPhase::Sent)
     }
 
     /// The moment the lease ends, on a leader that holds one.

@@ -415,3 +415,90 @@ fn adverts_are_kept_per_member_and_oversized_ones_dropped() {
     assert_eq!(c.node(1).advert_of(id(3)), None);
     assert_eq!(c.node(1).term(), term_before, "an advert changes no term");
 }
+
+#[test]
+fn a_switchover_to_a_standby_waits_without_a_lease_until_it_replayed_the_primarys_wal() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 80)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
+        .unwrap();
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(c.node(1).role(), Role::Leader, "no TimeoutNow yet");
+    assert!(
+        c.leaders_with_lease().is_empty(),
+        "the primary's lease is given up while it waits (its commits are fenced)"
+    );
+    // The standby replays the rest: the handover completes.
+    c.with_node(2, |r, _| r.set_wal_position(standby(1, 100)));
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(leader(&c), Some(2));
+}
+
+#[test]
+fn a_switchover_whose_target_never_replays_the_wal_is_abandoned_and_the_lease_comes_back() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 80)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
+        .unwrap();
+    c.advance_ms(ELECTION_MS + 3 * HEARTBEAT_MS);
+    assert_eq!(
+        leader(&c),
+        Some(1),
+        "still the primary, with its lease again"
+    );
+    assert_eq!(c.node(1).term(), c.node(2).term(), "no election happened");
+}
+
+#[test]
+fn without_promotion_a_switchover_does_not_wait_for_wal() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 80)]);
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
+        .unwrap();
+    c.advance_ms(2 * HEARTBEAT_MS);
+    let campaigned = c.readies.iter().any(|(n, ready)| {
+        *n == 2
+            && ready.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RoleChanged {
+                        cause: Cause::Transfer,
+                        ..
+                    }
+                )
+            })
+    });
+    assert!(campaigned, "TimeoutNow left at once");
+}
+
+#[test]
+fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    let (departure, ready) = c.with_node(1, |r, now| (r.depart(now), r.take_ready()));
+    assert!(
+        matches!(departure, Departure::HandedOver(_)),
+        "{departure:?}"
+    );
+    assert!(
+        ready.messages.iter().any(|m| m.body == Body::TimeoutNow),
+        "TimeoutNow in the same Ready"
+    );
+}

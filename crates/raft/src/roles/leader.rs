@@ -319,6 +319,16 @@ pub(crate) fn advance_transfer(r: &mut Raft) {
     let Some(transfer) = state.transfer.as_mut() else {
         return;
     };
+    if transfer.phase == TransferPhase::AwaitingWal {
+        let target = transfer.target;
+        if !transfer.waits_for_wal || !r.target_lacks_wal(target) {
+            // TimeoutNow at the next tick, as after a lease given up.
+            if let Some(t) = r.leader.as_mut().and_then(|s| s.transfer.as_mut()) {
+                t.phase = TransferPhase::LeaseGivenUp;
+            }
+        }
+        return;
+    }
     if transfer.phase != TransferPhase::CatchingUp {
         return;
     }
@@ -339,6 +349,11 @@ pub(crate) fn advance_transfer(r: &mut Raft) {
 fn check_transfer_timers(r: &mut Raft) -> bool {
     let now = r.now;
     let term = r.term;
+    let lacks_wal = r
+        .leader
+        .as_ref()
+        .and_then(|s| s.transfer)
+        .is_some_and(|t| t.waits_for_wal && r.target_lacks_wal(t.target));
     let Some(state) = r.leader.as_mut() else {
         return false;
     };
@@ -346,7 +361,18 @@ fn check_transfer_timers(r: &mut Raft) -> bool {
         return true;
     };
     match transfer.phase {
-        TransferPhase::LeaseGivenUp => {
+        TransferPhase::LeaseGivenUp | TransferPhase::AwaitingWal if lacks_wal => {
+            if now >= transfer.deadline {
+                // The target never replayed all the WAL. No TimeoutNow left, so no server was
+                // told to campaign past the followers' promises: the lease may be counted again.
+                state.transfer = None;
+                r.refresh_lease();
+            } else {
+                transfer.phase = TransferPhase::AwaitingWal;
+            }
+            true
+        }
+        TransferPhase::LeaseGivenUp | TransferPhase::AwaitingWal => {
             transfer.phase = TransferPhase::Sent;
             let target = transfer.target;
             r.send(target, term, Body::TimeoutNow);

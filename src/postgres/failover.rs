@@ -1,0 +1,323 @@
+//! PostgreSQL follows the election (`pg_leader.auto_failover`): a standby that leads promotes
+//! itself, standbys stream from the leader, and a former primary is told (or, with
+//! `pg_leader.auto_rejoin`, made) to rebuild itself as a standby of the leader.
+//!
+//! Every action is decided afresh each loop turn from facts (the Raft role and lease, what the
+//! others said of their data, this server's recovery state and settings), so a worker restarted
+//! in the middle of one finds the job half done and finishes it, and an action whose effect is
+//! already there is not repeated:
+//! - promotion: the leader holds the lease, is in recovery, and has replayed all the WAL it
+//!   received. PostgreSQL's own mechanism does it (the `promote` file and SIGUSR1 to the
+//!   postmaster, as `pg_ctl promote`), which needs no connection and returns at once; once
+//!   asked, PostgreSQL finishes the promotion even if this worker dies. Asked again only if the
+//!   server is still in recovery a while later.
+//! - re-pointing: `primary_conninfo` in postgresql.auto.conf (the file ALTER SYSTEM writes,
+//!   under its lock, written whole and renamed), then SIGHUP to the postmaster: PostgreSQL 13
+//!   and later restart the WAL receiver on a changed `primary_conninfo`. Written only when the
+//!   setting in effect differs.
+//! - a former primary: a server out of recovery that follows a leader of its own database
+//!   system on a newer timeline. Its commits are fenced (it holds no lease); it must be
+//!   rebuilt with pg_rewind (`rejoin`).
+
+use pg_leader_raft::{NodeId, Raft, Role, WalPosition};
+use pgrx::pg_sys;
+use std::ffi::CStr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A promotion asked for and still not visible is asked again after this long.
+const PROMOTE_RETRY: Duration = Duration::from_secs(2);
+/// A `primary_conninfo` written but not yet in effect is written again after this long.
+const REPOINT_RETRY: Duration = Duration::from_secs(5);
+
+/// What the worker did to PostgreSQL this turn, for the log and the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Asked PostgreSQL to promote (the first time in this term).
+    Promoted { term: u64 },
+    /// Set `primary_conninfo` to stream from `leader`.
+    Repointed { leader: NodeId, term: u64 },
+}
+
+/// A former primary that must be rebuilt as a standby of `leader`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejoinDue {
+    pub leader: NodeId,
+    pub term: u64,
+    pub source_conninfo: String,
+}
+
+/// The worker's memory of what it asked PostgreSQL to do (only to avoid asking too often:
+/// the facts decide whether to act).
+#[derive(Default)]
+pub struct Failover {
+    promote_asked: Option<(u64, Instant)>,
+    repoint_written: Option<(String, Instant)>,
+}
+
+/// Where this server stands, read from shared memory.
+pub struct Local {
+    pub wal: WalPosition,
+    /// On a standby: the WAL received (flushed by the WAL receiver) and replayed.
+    pub received: u64,
+    pub replayed: u64,
+}
+
+impl Local {
+    pub fn read() -> Local {
+        let wal = crate::wal::current_position();
+        let (received, replayed) = if wal.in_recovery {
+            // SAFETY: both read shared memory under their spinlocks, callable by any process.
+            unsafe {
+                (
+                    pg_sys::GetWalRcvFlushRecPtr(std::ptr::null_mut(), std::ptr::null_mut()),
+                    pg_sys::GetXLogReplayRecPtr(std::ptr::null_mut()),
+                )
+            }
+        } else {
+            (0, 0)
+        };
+        Local {
+            wal,
+            received,
+            replayed,
+        }
+    }
+
+    /// A standby ready to promote: nothing received is left to replay.
+    pub fn replay_caught_up(&self) -> bool {
+        self.replayed >= self.received
+    }
+}
+
+impl Failover {
+    /// One turn: promote, re-point, or say a rejoin is due. `me` is this server's id and `own`
+    /// its conninfo's application name.
+    pub fn drive(&mut self, raft: &Raft, local: &Local, now_has_lease: bool) -> Turn {
+        let status = raft.status();
+        let term = status.term.0;
+        let mut turn = Turn::default();
+        if !local.wal.known() {
+            return turn;
+        }
+        match (status.role, status.leader_id) {
+            (Role::Leader, _) if local.wal.in_recovery && now_has_lease => {
+                if !local.replay_caught_up() {
+                    turn.note = Some(format!(
+                        "leader in recovery: replaying WAL before promotion ({} of {})",
+                        lsn(local.replayed),
+                        lsn(local.received)
+                    ));
+                    return turn;
+                }
+                let due = match self.promote_asked {
+                    Some((t, at)) => t != term || at.elapsed() >= PROMOTE_RETRY,
+                    None => true,
+                };
+                if due {
+                    let first = self.promote_asked.is_none_or(|(t, _)| t != term);
+                    match ask_promotion() {
+                        Ok(()) => {
+                            self.promote_asked = Some((term, Instant::now()));
+                            if first {
+                                turn.action = Some(Action::Promoted { term });
+                            }
+                        }
+                        Err(e) => turn.note = Some(format!("could not ask for promotion: {e}")),
+                    }
+                }
+            }
+            (Role::Follower, Some(leader)) if leader != status.id => {
+                let Some(theirs) = raft.heard_position(leader) else {
+                    return turn;
+                };
+                // A witness or a server of another system has nothing to stream from.
+                if theirs.system != local.wal.system {
+                    return turn;
+                }
+                let Some(conninfo) = raft.advert_of(leader) else {
+                    turn.note = Some(format!(
+                        "the leader (node {leader}) has not said how to reach its PostgreSQL yet"
+                    ));
+                    return turn;
+                };
+                if local.wal.in_recovery {
+                    let wanted = primary_conninfo(conninfo, status.id);
+                    if current_primary_conninfo() == wanted {
+                        self.repoint_written = None;
+                        return turn;
+                    }
+                    let due = match &self.repoint_written {
+                        Some((w, at)) => *w != wanted || at.elapsed() >= REPOINT_RETRY,
+                        None => true,
+                    };
+                    if due {
+                        match set_primary_conninfo(&wanted) {
+                            Ok(()) => {
+                                self.repoint_written = Some((wanted, Instant::now()));
+                                turn.action = Some(Action::Repointed { leader, term });
+                            }
+                            Err(e) => {
+                                turn.note = Some(format!("could not set primary_conninfo: {e}"))
+                            }
+                        }
+                    }
+                } else if !theirs.in_recovery && theirs.timeline > local.wal.timeline {
+                    turn.rejoin = Some(RejoinDue {
+                        leader,
+                        term,
+                        source_conninfo: conninfo.to_string(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        turn
+    }
+}
+
+/// What one turn did or found.
+#[derive(Default)]
+pub struct Turn {
+    pub action: Option<Action>,
+    pub rejoin: Option<RejoinDue>,
+    /// Why nothing could be done yet, for `pg_leader_status().error`.
+    pub note: Option<String>,
+}
+
+fn lsn(v: u64) -> String {
+    format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF)
+}
+
+/// The leader's conninfo with this standby's name, so that the primary can tell its standbys
+/// apart (`pg_stat_replication.application_name`, `synchronous_standby_names`).
+pub fn primary_conninfo(leader_conninfo: &str, me: NodeId) -> String {
+    let has_name = leader_conninfo
+        .split_whitespace()
+        .any(|kv| kv.trim_start().starts_with("application_name"));
+    if has_name {
+        leader_conninfo.to_string()
+    } else {
+        format!("{leader_conninfo} application_name=pg_leader_{me}")
+    }
+}
+
+fn current_primary_conninfo() -> String {
+    // SAFETY: main thread; GetConfigOption returns a pointer into GUC memory, copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(c"primary_conninfo".as_ptr(), true, false);
+        if value.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(value).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// PostgreSQL's own promotion request: what `pg_ctl promote` does.
+fn ask_promotion() -> Result<(), String> {
+    let file = crate::settings::data_directory().join("promote");
+    std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
+    signal_postmaster(libc::SIGUSR1)
+}
+
+fn signal_postmaster(signal: libc::c_int) -> Result<(), String> {
+    // SAFETY: PostmasterPid is set before any child starts; kill has no memory effects.
+    let rc = unsafe { libc::kill(pg_sys::PostmasterPid, signal) };
+    if rc != 0 {
+        return Err(format!(
+            "could not signal the postmaster: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `primary_conninfo` in postgresql.auto.conf as ALTER SYSTEM would (under the same lock,
+/// through a temporary file renamed over the old one), then asks the postmaster to reload.
+fn set_primary_conninfo(value: &str) -> Result<(), String> {
+    let dir = crate::settings::data_directory();
+    let file = dir.join("postgresql.auto.conf");
+    // SAFETY: AutoFileLock (MainLWLockArray[35] in PostgreSQL 15, lwlocknames.h) serialises
+    // writers of postgresql.auto.conf; held only around the file operations, on the main
+    // thread, and released on every path below.
+    let lock = unsafe { std::ptr::addr_of_mut!((*pg_sys::MainLWLockArray.add(35)).lock) };
+    unsafe { pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    let written = write_setting(&file, "primary_conninfo", value);
+    unsafe { pg_sys::LWLockRelease(lock) };
+    written?;
+    signal_postmaster(libc::SIGHUP)
+}
+
+fn write_setting(file: &Path, name: &str, value: &str) -> Result<(), String> {
+    let old = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let new = with_setting(&old, name, value);
+    let tmp = file.with_extension("conf.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(new.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// `text` (a postgresql.auto.conf) with every line setting `name` removed and `name = 'value'`
+/// appended, quoted as ALTER SYSTEM quotes (quotes and backslashes doubled).
+pub fn with_setting(text: &str, name: &str, value: &str) -> String {
+    let sets_name = |line: &str| {
+        let key: String = line
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        key.eq_ignore_ascii_case(name)
+    };
+    let mut out = String::new();
+    if text.is_empty() {
+        out.push_str("# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n");
+    }
+    for line in text.lines().filter(|l| !sets_name(l)) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let quoted = value.replace('\\', "\\\\").replace('\'', "''");
+    out.push_str(&format!("{name} = '{quoted}'\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_replaces_every_earlier_line_and_is_quoted() {
+        let old = "# Do not edit\nwork_mem = '4MB'\nprimary_conninfo = 'host=a'\nPRIMARY_CONNINFO='host=b'\nprimary_conninfo_x = 1\n";
+        let new = with_setting(old, "primary_conninfo", "host=c password='x\\y'");
+        assert_eq!(
+            new,
+            "# Do not edit\nwork_mem = '4MB'\nprimary_conninfo_x = 1\nprimary_conninfo = 'host=c password=''x\\\\y'''\n"
+        );
+    }
+
+    #[test]
+    fn the_standby_names_itself_unless_the_conninfo_does() {
+        assert_eq!(
+            primary_conninfo("host=h port=5", NodeId(3)),
+            "host=h port=5 application_name=pg_leader_3"
+        );
+        assert_eq!(
+            primary_conninfo("host=h application_name=x", NodeId(3)),
+            "host=h application_name=x"
+        );
+    }
+}
