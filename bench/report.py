@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import downtime_report  # noqa: E402  (beside this file)
+from downtime import report as downtime_report  # noqa: E402  (beside this file)
 
 OUT = sys.argv[1]
 

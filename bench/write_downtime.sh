@@ -70,5 +70,5 @@ trap 'exit 130' INT TERM
 HARNESS=$!
 wait "$HARNESS"
 HARNESS=""
-/usr/bin/python3 bench/downtime_report.py "$OUT"
+PYTHONPATH=bench /usr/bin/python3 -m downtime.report "$OUT"
 echo "write downtime: $OUT/write-downtime.md"

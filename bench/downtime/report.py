@@ -1,7 +1,7 @@
 """The write-downtime section of the benchmark report, and its chart, from the CSVs that
 bench/write_downtime.py leaves in a results folder.
 
-    /usr/bin/python3 bench/downtime_report.py OUT    writes OUT/write-downtime.md and .png
+    PYTHONPATH=bench /usr/bin/python3 -m downtime.report OUT    writes OUT/write-downtime.md, .png
 
 bench/report.py includes the same section in report.md.
 """
