@@ -50,6 +50,8 @@ def stats(rows):
         "lossy_trials": sum(1 for x in lost if x > 0),
         "acked": sum(int(r["acked"]) for r in rows),
         "flaps": sum(1 for r in rows if "failures after" in (r.get("note") or "")),
+        # Every system's node i listens on a port ending in i (58001, 58011, 58101, ...).
+        "elsewhere": sum(1 for r in rows if r["restored_port"] and int(r["restored_port"]) % 10 != int(r["node"])),
     }
     if ms:
         s.update(median=percentile(ms, 50), p90=percentile(ms, 90), p99=percentile(ms, 99), min=ms[0], max=ms[-1])
@@ -82,7 +84,7 @@ def section(out):
     if not data:
         return lines + ["Not measured (no downtime-*.csv in this folder).", ""]
     lines += [
-        "| fault | system | trials | restored | min | median | p90 | p99 | max | lost rows (trials) |",
+        "| fault | system | trials | restored (on another server) | min | median | p90 | p99 | max | lost rows (trials) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     all_stats = {}
@@ -98,7 +100,7 @@ def section(out):
             else:
                 figures = " | ".join(["-"] * 5)
             lines.append(
-                f"| {fault} | {label} | {s['rows']} | {s['restored']} | {figures} | "
+                f"| {fault} | {label} | {s['rows']} | {s['restored']} ({s['elsewhere']}) | {figures} | "
                 f"{s['lost_rows']} of {s['acked']} ({s['lossy_trials']}) |"
             )
     lines.append("")
