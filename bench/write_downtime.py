@@ -96,7 +96,10 @@ def main():
     lines, versions = [], []
     for name in a.systems.split(","):
         system = makers[name]()
+        load_before = os.getloadavg()[0]
         try:
+            system.ensure_healthy()
+            versions.append(system.versions())
             for fault in a.faults.split(","):
                 log(f"\n== write downtime: {name}, {fault}")
                 if name == "pg_leader":
@@ -104,16 +107,14 @@ def main():
                 else:
                     trials, minimum, budget = a.ref_trials, a.ref_min, a.ref_minutes * 60
                 lines.append(measure(system, fault, trials, minimum, budget, a.out, give_up=2 if a.quick else 3))
-            try:
-                system.ensure_healthy()
-                versions.append(system.versions())
-            except Exception as e:  # noqa: BLE001
-                versions.append(f"{name}: version unknown ({e})")
         except Exception as e:  # noqa: BLE001
             lines.append(f"{name}: not measured: {e}")
             log(lines[-1])
         finally:
             system.destroy()
+        # The machine is shared: say how busy it was.
+        versions.append(f"{name}: machine load average {load_before:.1f} at the start, "
+                        f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores)")
     with open(os.path.join(a.out, "downtime-summary.txt"), "a") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(a.out, "downtime-versions.txt"), "a") as f:

@@ -80,7 +80,8 @@ def section(out):
     ]
     versions = os.path.join(out, "downtime-versions.txt")
     if os.path.exists(versions):
-        lines += [f"- {v.strip()}" for v in open(versions) if v.strip()] + [""]
+        seen = dict.fromkeys(v.strip() for v in open(versions) if v.strip())
+        lines += [f"- {v}" for v in seen] + [""]
     if not data:
         return lines + ["Not measured (no downtime-*.csv in this folder).", ""]
     lines += [
