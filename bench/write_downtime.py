@@ -20,6 +20,7 @@ its nodes); Raft 9001-9003; etcd 58379/58380; Patroni REST 58008-58010. Folders 
 
 
 import argparse
+import glob
 import os
 import shutil
 import signal
@@ -35,14 +36,18 @@ from downtime.trials import measure
 
 
 def sweep(tool):
-    """Stops what an interrupted run left: the recorded programs (checked to be still ours by
-    their command line naming a /tmp/downtime- folder), the servers in those folders."""
+    """Stops what an interrupted run left, as its record says: the programs it started (still
+    ours if their command line names a /tmp/downtime- folder) and the servers in the folders it
+    created. Nothing else: another run may be using the other folders."""
     try:
         with open(PID_RECORD) as f:
-            recorded = [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        recorded = []
-    for pid in recorded:
+            lines = [line.split() for line in f if line.strip()]
+    except OSError:
+        lines = []
+    for kind, value in (line for line in lines if len(line) == 2):
+        if kind != "pid" or not value.isdigit():
+            continue
+        pid = int(value)
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 ours = b"/tmp/downtime-" in f.read()
@@ -52,12 +57,13 @@ def sweep(tool):
             tree = [pid] + descendants(pid)
             send(tree, signal.SIGKILL)
             log(f"sweep: stopped {len(tree)} processes left by the harness (pid {pid})")
-    if os.path.exists("/tmp/downtime-pgl/cluster.conf") and os.path.exists(tool):
-        subprocess.run([tool, "--dir", "/tmp/downtime-pgl", "down"], capture_output=True, timeout=120)
-    kill_leftover_postmasters([f"/tmp/downtime-patroni/node{n}" for n in (1, 2, 3)]
-                              + [f"/tmp/downtime-paf/n{n}" for n in (1, 2, 3)] + ["/tmp/downtime-paf/monitor"])
-    for d in ("/tmp/downtime-pgl", "/tmp/downtime-patroni", "/tmp/downtime-paf"):
-        shutil.rmtree(d, ignore_errors=True)
+    folders = dict.fromkeys(v for k, v in (line for line in lines if len(line) == 2)
+                            if k == "dir" and v.startswith("/tmp/downtime-"))
+    for folder in folders:
+        if os.path.exists(os.path.join(folder, "cluster.conf")) and os.path.exists(tool):
+            subprocess.run([tool, "--dir", folder, "down"], capture_output=True, timeout=120)
+        kill_leftover_postmasters(sorted(os.path.dirname(p) for p in glob.glob(f"{folder}/*/postmaster.pid")))
+        shutil.rmtree(folder, ignore_errors=True)
     try:
         os.remove(PID_RECORD)
     except OSError:

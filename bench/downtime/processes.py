@@ -88,6 +88,13 @@ def make_dir_for_postgres(path):
         shutil.chown(path, "postgres", "postgres")
 
 
+def record(line):
+    """Notes a program started (`pid N`) or a folder of servers created (`dir PATH`), for
+    bench/write_downtime.sh's trap should this process die before its own cleanup."""
+    with open(PID_RECORD, "a") as f:
+        f.write(line + "\n")
+
+
 class Spawned:
     """Long-running programs this harness started (recorded by PID), stopped by PID at the end."""
 
@@ -102,9 +109,7 @@ class Spawned:
         )
         logf.close()
         self.procs[key] = p
-        # For the wrapper's trap, should this process die before its own cleanup.
-        with open(PID_RECORD, "a") as f:
-            f.write(f"{p.pid}\n")
+        record(f"pid {p.pid}")
         return p
 
     def tree(self, key):

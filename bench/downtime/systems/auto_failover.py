@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from ..probes import sql, wait_until
-from ..processes import PGBIN, kill_leftover_postmasters, make_dir_for_postgres
+from ..processes import PGBIN, kill_leftover_postmasters, make_dir_for_postgres, record
 from .base import System
 
 
@@ -41,6 +41,7 @@ class AutoFailover(System):
         return {port: (reported, goal) for port, reported, goal in rows}
 
     def create(self):
+        record(f"dir {self.dir}")
         make_dir_for_postgres(self.dir)
         for sub in ("xdg", "xdg/config", "xdg/data", "xdg/run"):
             make_dir_for_postgres(f"{self.dir}/{sub}")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 from ..probes import http_json, http_status, wait_until
-from ..processes import PGBIN, kill_leftover_postmasters, make_dir_for_postgres
+from ..processes import PGBIN, kill_leftover_postmasters, make_dir_for_postgres, record
 from .base import System
 
 
@@ -86,6 +86,7 @@ tags:
         self.spawned.start(self.agent_key(node), [self.bin, conf], f"{self.dir}/node{node}.log")
 
     def create(self):
+        record(f"dir {self.dir}")
         make_dir_for_postgres(self.dir)
         make_dir_for_postgres(f"{self.dir}/etcd")
         for node in (1, 2, 3):

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from ..probes import log, sql
-from ..processes import postmaster_pid
+from ..processes import postmaster_pid, record
 from .base import System
 
 
@@ -33,6 +33,7 @@ class PgLeader(System):
         return out.stdout
 
     def create(self):
+        record(f"dir {self.dir}")
         sets = ["--set", "listen_addresses = '127.0.0.1'"]
         for s in self.settings:
             sets += ["--set", s]
