@@ -235,11 +235,6 @@ impl Raft {
         if state.transfer.is_some() || !self.wal.known() {
             return;
         }
-        // A standby that leads where the host promotes its leader is the primary to be: handing
-        // back to the primary it replaces would undo the failover it is carrying out.
-        if self.config.promotes && self.wal.in_recovery {
-            return;
-        }
         let window = self.config.election_timeout;
         let contenders: Vec<Contender> = state
             .progress
