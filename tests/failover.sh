@@ -10,7 +10,8 @@
 # switchovers both ways with the writer running: no acknowledged write missing at the end.
 #
 # Environment: TOOL (the pg_leader-cluster binary), PG_LEADER_PGBIN, PG_LEADER_NFT_TABLE,
-# FAILOVER_PG_PORT and FAILOVER_RAFT_PORT (base ports, 55850 and 7850), SWITCHOVERS (10).
+# FAILOVER_PG_PORT and FAILOVER_RAFT_PORT (base ports, 55850 and 7850), SWITCHOVERS (10),
+# FAULTS (all four), KEEP_OUTPUT (a folder to keep the writer's records in).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 TOOL=${TOOL:-target/release/pg_leader-cluster}
@@ -33,6 +34,7 @@ cleanup() {
   cluster heal >/dev/null 2>&1
   for i in 1 2 3; do cluster resume "$i" >/dev/null 2>&1; done
   cluster down >/dev/null 2>&1
+  [ -n "${KEEP_OUTPUT:-}" ] && cp -r "$OUT" "$KEEP_OUTPUT"
   rm -rf "$OUT" "$STOP_FILE"
   cluster_cleanup
 }
@@ -68,7 +70,7 @@ promoted_among_others() {
   done
   return 1
 }
-wrote_since() { $WRITER downtime "$OUT/writes.tsv" "$1" >/dev/null; }
+wrote_elsewhere() { $WRITER downtime "$OUT/writes.tsv" "$1" "$2" >/dev/null; }
 
 CONN="host=$WORK,$WORK,$WORK port=$((BASE_PG_PORT + 1)),$((BASE_PG_PORT + 2)),$((BASE_PG_PORT + 3)) user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2"
 
@@ -99,7 +101,7 @@ bring_back() {
 }
 others() { local i out=""; for i in 1 2 3; do [ "$i" != "$1" ] && out+="$i,"; done; echo "${out%,}"; }
 
-for fault in postmaster-kill fast-stop partition worker-pause; do
+for fault in ${FAULTS:-postmaster-kill fast-stop partition worker-pause}; do
   echo "# the primary lost: $fault"
   wait_for 60 "a primary that leads" current_primary >/dev/null
   old=$(current_primary)
@@ -109,8 +111,8 @@ for fault in postmaster-kill fast-stop partition worker-pause; do
   fault_us=$($WRITER now)
   lose "$fault" "$old"
   check "$fault: a standby is promoted and takes the application's writes" \
-    wait_for 15 "a write after the fault" wrote_since "$fault_us"
-  echo "# write downtime: $($WRITER downtime "$OUT/writes.tsv" "$fault_us") ms"
+    wait_for 15 "a write on another server" wrote_elsewhere "$fault_us" $((BASE_PG_PORT + old))
+  echo "# write downtime: $($WRITER downtime "$OUT/writes.tsv" "$fault_us" $((BASE_PG_PORT + old))) ms"
   wait_for 10 "a new primary" promoted_among_others "$old" >/dev/null
   new=$(promoted_among_others "$old")
   check "$fault: the new primary is a former standby that leads" test -n "$new"

@@ -7,9 +7,11 @@
 //! in the middle of one finds the job half done and finishes it, and an action whose effect is
 //! already there is not repeated:
 //! - promotion: the leader holds the lease, is in recovery, has replayed all the WAL it
-//!   received, and knows no live primary it should hand back to instead: it has heard every
-//!   other voter since its election (a live primary would have been handed leadership back,
-//!   `preference`), or one heartbeat interval passed without a word from those it has not. PostgreSQL's own mechanism does it (the `promote` file and SIGUSR1 to the
+//!   received, and knows no live primary it should hand back to instead: none of the voters
+//!   that answered it within the election timeout is a primary that may lead
+//!   (`Raft::live_primary`; the leader hands over to such a one, `preference`), and it has
+//!   heard every other voter since its election or one heartbeat interval passed without a
+//!   word from those it has not (a live primary answers the first heartbeat at once). PostgreSQL's own mechanism does it (the `promote` file and SIGUSR1 to the
 //!   postmaster, as `pg_ctl promote`), which needs no connection and returns at once; once
 //!   asked, PostgreSQL finishes the promotion even if this worker dies. Asked again only if the
 //!   server is still in recovery a while later.

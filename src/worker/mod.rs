@@ -1074,6 +1074,7 @@ impl Node {
         let heartbeat = Duration::from_millis(self.settings.heartbeat_ms as u64);
         let may_promote = self.raft.has_lease(now)
             && !self.raft.transfer_pending()
+            && self.raft.live_primary().is_none()
             && (self.raft.heard_all_since_elected()
                 || self
                     .raft

@@ -9,8 +9,9 @@ write downtime of a failover and the acknowledged writes can be read off afterwa
   writer.py run CONNINFO STOP_FILE OUT.tsv [SECONDS]
       writes into acked(n) until STOP_FILE exists (or SECONDS, 600 by default); a line per
       attempt: n  sent_us  answered_us  outcome  port   (outcome: ok, an SQLSTATE, lost)
-  writer.py downtime OUT.tsv FAULT_US
-      milliseconds from FAULT_US to the first acknowledged commit sent at or after it
+  writer.py downtime OUT.tsv FAULT_US OLD_PORT
+      the write downtime of a failover, in milliseconds: from the last acknowledgement before
+      the first one by another server than OLD_PORT after FAULT_US, to that one
   writer.py missing OUT.tsv PRESENT [AFTER [UP_TO]]
       the acknowledged numbers (above AFTER, up to UP_TO) absent from PRESENT (one number a
       line, as psql -At prints SELECT n FROM acked): prints the count and the first few; exits 1
@@ -71,12 +72,18 @@ def records(path):
             yield int(f[0]), int(f[1]), int(f[2]), f[3], f[4]
 
 
-def downtime(path, fault_us):
-    fault_us = int(fault_us)
-    for _, sent, answered, outcome, _ in records(path):
-        if outcome == "ok" and sent >= fault_us:
-            print((answered - fault_us) // 1000)
+def downtime(path, fault_us, old_port):
+    """The write downtime of a failover: the first commit acknowledged by another server than
+    the old primary after the fault, less the last acknowledgement before it (the old primary
+    may still acknowledge for a moment after the fault, while its lease holds)."""
+    fault_us, last_ok = int(fault_us), None
+    for _, _, answered, outcome, port in records(path):
+        if outcome != "ok":
+            continue
+        if answered > fault_us and port != old_port and last_ok is not None:
+            print((answered - last_ok) // 1000)
             return 0
+        last_ok = answered
     print("none")
     return 1
 

@@ -539,3 +539,24 @@ fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send
         "TimeoutNow in the same Ready"
     );
 }
+
+#[test]
+fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.with_node(1, |r, _| r.set_can_lead(false));
+    c.elect(2);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    assert_eq!(c.node(2).live_primary(), None, "a yielded primary is no live primary");
+    c.with_node(1, |r, _| r.set_can_lead(true));
+    c.advance_ms(HEARTBEAT_MS);
+    // Node 2 hands over to it at once; before that it knew it lives.
+    assert_ne!(leader(&c), Some(3));
+    c.isolate(1);
+    c.advance_ms(3 * ELECTION_MS);
+    let l = leader(&c).expect("a leader among 2 and 3");
+    assert_eq!(c.node(l).live_primary(), None, "a silent primary is not live");
+}
