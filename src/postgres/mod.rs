@@ -1,0 +1,3 @@
+//! What pg_leader does to PostgreSQL itself.
+
+pub mod rejoin;
