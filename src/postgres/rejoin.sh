@@ -237,7 +237,9 @@ if [ "$step" = planned ]; then
     if ! out=$(stop_server 2>&1); then
       server_running && refuse "could not stop the server: $out"
     fi
-  else
+  elif [ -z "$(marker_get was_running)" ]; then
+    # Not running, and no earlier run of this plan stopped it (a rerun after a crash that
+    # followed the stop keeps "yes", so that a refusal still starts the server again).
     marker_set "was_running=no"
   fi
   server_running && refuse "the server is still running after the stop"

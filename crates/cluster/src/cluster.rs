@@ -272,6 +272,7 @@ impl Cluster {
         let mut conf = format!(
             "listen_addresses = ''\nunix_socket_directories = '{dir}'\nshared_buffers = 16MB\n\
              max_connections = 20\nwal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
+             wal_log_hints = on\n\
              shared_preload_libraries = 'pg_leader'\npg_leader.peers = '{peers}'\n\
              pg_leader.cluster_name = 'local'\npg_leader.secret_file = '{dir}/secret'\n\
              include_if_exists = 'node.conf'\n",
@@ -286,12 +287,23 @@ impl Cluster {
         self.write_identity(node)
     }
 
+    /// How the other servers reach `node`'s PostgreSQL (`pg_leader.conninfo`): the cluster's
+    /// Unix socket directory, since the servers listen on no TCP address.
+    pub fn conninfo(&self, node: u32) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.display(),
+            self.pg_port(node)
+        )
+    }
+
     /// Each node's own settings live in node.conf, which pg_basebackup copies and we rewrite.
     fn write_identity(&self, node: u32) -> Result<()> {
         let text = format!(
-            "port = {}\npg_leader.node_id = {node}\npg_leader.http_port = {}\n",
+            "port = {}\npg_leader.node_id = {node}\npg_leader.http_port = {}\npg_leader.conninfo = '{}'\n",
             self.pg_port(node),
-            self.http_port(node)
+            self.http_port(node),
+            self.conninfo(node).replace('\'', "''")
         );
         self.append_as_postgres(&self.data_dir(node).join("node.conf"), &text, true)
     }

@@ -7,6 +7,7 @@ mod demo;
 mod history;
 mod network;
 mod observe;
+mod rejoin;
 mod run;
 mod soak;
 mod sql;
@@ -19,15 +20,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--set 'NAME = VALUE']...
-                                 create and start N servers (default 3): node 1 primary, the rest
+  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--no-wal-log-hints]
+     [--set 'NAME = VALUE']...   create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
                                  PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
                                  --witness: node N is a witness instead, a minimal server of its
                                  own that votes and never leads (pg_leader.can_be_leader = off)
+                                 --no-wal-log-hints: wal_log_hints off (on by default, for
+                                 pg_rewind): a cluster where rejoin is refused
                                  --set: a postgresql.conf line for every server
   status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
   kill NODE|leader               SIGKILL the node's postmaster
+  rejoin NODE                    rebuild NODE, a former primary, as a standby of the leader
+                                 (src/postgres/rejoin.sh: pg_rewind, keeping the node's own
+                                 configuration and pg_leader state); a rerun finishes an
+                                 interrupted rejoin and never rewinds twice
   stop NODE [--mode fast|immediate]  /  start NODE
   pause NODE  /  resume NODE     SIGSTOP / SIGCONT the node's pg_leader worker
   partition A,B/C                drop pg_leader datagrams between the groups (nftables)
@@ -140,7 +147,13 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
             let nodes: u32 = number_option(args, "--nodes", 3)?;
             let port: u16 = number_option(args, "--port", 55500)?;
             let witness = take_flag(args, "--witness");
-            let settings: Vec<String> = std::iter::from_fn(|| take_option(args, "--set")).collect();
+            // Every server writes `wal_log_hints = on`; a later line wins in postgresql.conf.
+            let no_hints =
+                take_flag(args, "--no-wal-log-hints").then(|| "wal_log_hints = off".to_string());
+            let settings: Vec<String> = no_hints
+                .into_iter()
+                .chain(std::iter::from_fn(|| take_option(args, "--set")))
+                .collect();
             if !(1..=16).contains(&nodes) {
                 return Err(format!("--nodes must be between 1 and 16, not {nodes}"));
             }
@@ -201,6 +214,10 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                     signal(pid, "KILL")?;
                     println!("killed node {node} (postmaster pid {pid})");
                     Ok(())
+                }
+                "rejoin" => {
+                    let node = node_arg(&c, args, 1)?;
+                    rejoin::run(&c, node)
                 }
                 "stop" => {
                     let mode = take_option(args, "--mode").unwrap_or_else(|| "fast".into());
