@@ -262,9 +262,16 @@ if [ "$step" = stopped ]; then
   step=saved
 fi
 
+# pg_rewind reads this server's WAL back to the last checkpoint before the divergence: from
+# pg_wal (wal_keep_size keeps it), else through restore_command when one is set.
+REWIND=("$BINDIR/pg_rewind" --target-pgdata "$PGDATA_DIR" --source-server "$SOURCE")
+if [ -n "$("$BINDIR/postgres" -D "$PGDATA_DIR" -C restore_command 2>/dev/null 9>&-)" ]; then
+  REWIND+=(--restore-target-wal)
+fi
+
 if [ "$step" = saved ]; then
   log "pg_rewind --dry-run from '$SOURCE'"
-  if ! out=$("$BINDIR/pg_rewind" --dry-run --target-pgdata "$PGDATA_DIR" --source-server "$SOURCE" 2>&1 9>&-); then
+  if ! out=$("${REWIND[@]}" --dry-run 2>&1 9>&-); then
     printf '%s\n' "$out"
     reason="pg_rewind --dry-run refused: $(grep -E 'error|fatal|FATAL|ERROR|could not' <<<"$out" | tr '\n' ' ')"
     [ "$reason" != "pg_rewind --dry-run refused: " ] || reason="pg_rewind --dry-run refused: $(tail -3 <<<"$out" | tr '\n' ' ')"
@@ -288,7 +295,7 @@ fi
 if [ "$step" = checked ]; then
   set_step rewinding
   log "pg_rewind from '$SOURCE'"
-  if ! "$BINDIR/pg_rewind" --target-pgdata "$PGDATA_DIR" --source-server "$SOURCE" 2>&1 9>&-; then
+  if ! "${REWIND[@]}" 2>&1 9>&-; then
     fail "pg_rewind failed: the data directory may be partly rewound; rebuild it from the leader (pg_basebackup) and put back this server's own files from $SAVED"
   fi
   set_step rewound

@@ -268,11 +268,14 @@ impl Cluster {
         check(&mut sh, "writing the configuration").map(|_| ())
     }
 
+    /// The settings every server shares, then `extra` (a later line wins). wal_log_hints and
+    /// wal_keep_size are for `rejoin`: pg_rewind needs the hints, and this server's WAL back to
+    /// the last checkpoint before the divergence (a restart's checkpoint would remove it).
     fn configure(&self, node: u32, extra: &[String]) -> Result<()> {
         let mut conf = format!(
             "listen_addresses = ''\nunix_socket_directories = '{dir}'\nshared_buffers = 16MB\n\
              max_connections = 20\nwal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
-             wal_log_hints = on\n\
+             wal_log_hints = on\nwal_keep_size = 256MB\n\
              shared_preload_libraries = 'pg_leader'\npg_leader.peers = '{peers}'\n\
              pg_leader.cluster_name = 'local'\npg_leader.secret_file = '{dir}/secret'\n\
              include_if_exists = 'node.conf'\n",
