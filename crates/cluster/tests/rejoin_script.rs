@@ -11,58 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const SCRIPT: &str = include_str!("../../../src/postgres/rejoin.sh");
 const SOURCE: &str = "host='/tmp/a b' port=5433 user=postgres dbname=postgres";
 
-/// Kills every rejoin.sh above the calling stand-in, the outermost first (a command
-/// substitution runs it in a subshell, itself a rejoin.sh), as a power cut would.
-const CRASH: &str = r#"
-crash() {
-  local p=$PPID pids=()
-  while [ "$p" -gt 1 ] && tr '\0' ' ' </proc/$p/cmdline | grep -q rejoin.sh; do
-    pids=("$p" "${pids[@]}")
-    p=$(awk '{print $4}' /proc/$p/stat)
-  done
-  kill -9 "${pids[@]}"
-}
-"#;
-
-/// pg_ctl: the server "runs" while `running` exists. Every call is appended to `calls`.
-/// `crash_at_start` kills the script instead of starting.
-const PG_CTL: &str = r#"#!/bin/bash
-for a in "$@"; do cmd=$a; done
-case $cmd in
-  status) [ -e "$FAKE/running" ] ;;
-  stop) echo stop >>"$FAKE/calls"; rm -f "$FAKE/running" ;;
-  start)
-    if [ -e "$FAKE/crash_at_start" ]; then rm -f "$FAKE/crash_at_start"; crash; exit 1; fi
-    echo start >>"$FAKE/calls"; touch "$FAKE/running" ;;
-esac
-"#;
-
-/// pg_rewind: refuses when `refuse` exists; a real run replaces the data directory's
-/// configuration and pg_leader state with the "leader's" and adds a file of the leader's own.
-/// `crash_after_dry_run` / `crash_in_rewind` kill the script at those points.
-const PG_REWIND: &str = r#"#!/bin/bash
-while [ $# -gt 0 ]; do
-  case $1 in --dry-run) dry=1 ;; --target-pgdata) shift; target=$1 ;; esac
-  shift
-done
-if [ -e "$FAKE/refuse" ]; then
-  echo 'pg_rewind: error: target server needs to use either data checksums or "wal_log_hints = on"' >&2
-  exit 1
-fi
-if [ -n "${dry:-}" ]; then
-  echo dry-run >>"$FAKE/calls"
-  if [ -e "$FAKE/crash_after_dry_run" ]; then rm -f "$FAKE/crash_after_dry_run"; crash; fi
-  exit 0
-fi
-echo rewind >>"$FAKE/calls"
-echo "leader's" >"$target/node.conf"
-echo "leader's" >"$target/postgresql.auto.conf"
-echo "leader's" >"$target/leader_only.conf"
-echo "leader's" >"$target/pg_leader/pg_leader.state"
-echo "leader's" >"$target/pg_leader/history"
-echo "leader's rows" >"$target/base"
-if [ -e "$FAKE/crash_in_rewind" ]; then rm -f "$FAKE/crash_in_rewind"; crash; fi
-"#;
+/// Stand-ins for PostgreSQL's programs: what each does is said in it.
+const STAND_INS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/support/rejoin");
 
 struct Node {
     root: PathBuf,
@@ -78,7 +28,7 @@ impl Node {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&root);
-        for dir in ["data/pg_leader", "bin", "fake"] {
+        for dir in ["data/pg_leader", "fake"] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
         let node = Node { root };
@@ -96,13 +46,6 @@ impl Node {
         node.write("data/base", "own rows\n");
         node.write("fake/running", "");
         node.write("fake/calls", "");
-        for (name, text) in [("pg_ctl", PG_CTL), ("pg_rewind", PG_REWIND)] {
-            node.write(&format!("bin/{name}"), &text.replacen('\n', CRASH, 1));
-            Command::new("chmod")
-                .args(["+x", &node.path(&format!("bin/{name}")).to_string_lossy()])
-                .status()
-                .unwrap();
-        }
         node
     }
 
@@ -150,11 +93,10 @@ impl Node {
             .arg(SCRIPT)
             .arg("rejoin.sh")
             .args(["--pgdata", &self.path("data").to_string_lossy()])
-            .args(["--bindir", &self.path("bin").to_string_lossy()])
+            .args(["--bindir", STAND_INS])
             .args(["--source", SOURCE, "--application-name", "pg_leader_1"])
             .args(["--log", &self.path("server.log").to_string_lossy()])
             .args(extra)
-            .env("FAKE", self.path("fake"))
             .output()
             .unwrap();
         eprintln!(
