@@ -306,3 +306,18 @@ fn the_marker_must_live_outside_the_data_directory() {
     assert!(n.calls().is_empty());
     assert!(!inside.exists());
 }
+
+#[test]
+fn a_service_manager_stops_and_starts_the_server_when_told_to() {
+    let n = Node::new();
+    let fake = n.path("fake").to_string_lossy().into_owned();
+    let stop = format!("echo service-stop >>'{fake}/calls'; rm '{fake}/running'");
+    let start = format!("echo service-start >>'{fake}/calls'; touch '{fake}/running'");
+    let out = n.rejoin_with(None, &["--stop-command", &stop, "--start-command", &start]);
+    assert!(out.status.success());
+    assert_eq!(
+        n.calls(),
+        ["service-stop", "dry-run", "rewind", "service-start"]
+    );
+    assert!(n.running());
+}
