@@ -158,27 +158,27 @@ new_plan() {
   set_step planned
   step=planned
 }
-already_standby_of_source() {
-  [ -f "$PGDATA_DIR/standby.signal" ] && server_running &&
+configured_as_standby_of_source() {
+  [ -f "$PGDATA_DIR/standby.signal" ] &&
     grep -qxF "$CONNINFO_LINE" "$PGDATA_DIR/postgresql.auto.conf" 2>/dev/null
 }
 case $step in
-  "")
-    if already_standby_of_source; then
-      log "nothing to do: the server is running as a standby with primary_conninfo '$PRIMARY_CONNINFO'"
-      exit 0
-    fi
-    new_plan ;;
-  done|refused)
-    if [ "$step" = done ] && [ "$(marker_get source)" = "$SOURCE" ]; then
+  ""|done)
+    # The data directory itself says whether the job is done (a marker may be gone, consumed
+    # by the worker, or may be an old one while the server has been promoted since).
+    if configured_as_standby_of_source; then
       if server_running; then
-        log "nothing to do: the rejoin to '$SOURCE' is done and the server is running"
+        log "nothing to do: the server is running as a standby with primary_conninfo '$PRIMARY_CONNINFO'"
         exit 0
       fi
-      log "the rejoin to '$SOURCE' is done; starting the server"
-      start_server || { log "the server did not start: see $SERVER_LOG"; exit 1; }
-      exit 0
+      if [ "$step" = done ]; then
+        log "the rejoin to '$SOURCE' is done; starting the server"
+        start_server || { log "the server did not start: see $SERVER_LOG"; exit 1; }
+        exit 0
+      fi
     fi
+    new_plan ;;
+  refused)
     new_plan ;;
   failed)
     log "an earlier rejoin failed: $(marker_get reason)"
@@ -273,8 +273,9 @@ if [ "$step" = saved ]; then
   log "pg_rewind --dry-run from '$SOURCE'"
   if ! out=$("${REWIND[@]}" --dry-run 2>&1 9>&-); then
     printf '%s\n' "$out"
-    reason="pg_rewind --dry-run refused: $(grep -E 'error|fatal|FATAL|ERROR|could not' <<<"$out" | tr '\n' ' ')"
-    [ "$reason" != "pg_rewind --dry-run refused: " ] || reason="pg_rewind --dry-run refused: $(tail -3 <<<"$out" | tr '\n' ' ')"
+    why=$(grep -E 'error|fatal|FATAL|ERROR|could not' <<<"$out")
+    [ -n "$why" ] || why=$(tail -3 <<<"$out")
+    reason="pg_rewind --dry-run refused: $(tr '\n' ' ' <<<"$why" | sed 's/ *$//')"
     restore_saved || fail "$reason; and the saved files could not be put back from \"$SAVED\""
     if [ "$(marker_get was_running)" = yes ]; then
       log "starting the server again, as it was"

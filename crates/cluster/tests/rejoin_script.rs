@@ -321,3 +321,18 @@ fn a_service_manager_stops_and_starts_the_server_when_told_to() {
     );
     assert!(n.running());
 }
+
+#[test]
+fn a_node_promoted_since_its_last_rejoin_is_rewound_again() {
+    let n = Node::new();
+    assert!(n.rejoin(None).status.success());
+    // Promoted later (standby.signal gone), the old "done" marker still there.
+    fs::remove_file(n.path("data/standby.signal")).unwrap();
+    assert_eq!(n.step(), "done");
+    assert!(n.rejoin(None).status.success());
+    assert_eq!(
+        n.calls(),
+        ["stop", "dry-run", "rewind", "start", "stop", "dry-run", "rewind", "start"]
+    );
+    assert!(n.path("data/standby.signal").exists());
+}
