@@ -44,6 +44,10 @@ umask 077
 
 STOP_TIMEOUT=${PG_LEADER_REJOIN_STOP_TIMEOUT:-120}
 START_TIMEOUT=${PG_LEADER_REJOIN_START_TIMEOUT:-300}
+# The dry run changes nothing and may be cut short; the rewind itself is never interrupted (an
+# interrupted rewind cannot be repaired), but neither waits long for a leader that is gone.
+DRY_RUN_TIMEOUT=${PG_LEADER_REJOIN_DRY_RUN_TIMEOUT:-600}
+export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10}
 
 usage() {
   echo "usage: rejoin.sh --pgdata DIR --bindir DIR --source CONNINFO --application-name NAME --log FILE [--marker FILE] [--state-dir DIR] [--term T] [--leader ID] [--stop-command CMD] [--start-command CMD]" >&2
@@ -271,7 +275,7 @@ fi
 
 if [ "$step" = saved ]; then
   log "pg_rewind --dry-run from '$SOURCE'"
-  if ! out=$("${REWIND[@]}" --dry-run 2>&1 9>&-); then
+  if ! out=$(timeout "$DRY_RUN_TIMEOUT" "${REWIND[@]}" --dry-run 2>&1 9>&-); then
     printf '%s\n' "$out"
     why=$(grep -E 'error|fatal|FATAL|ERROR|could not' <<<"$out")
     [ -n "$why" ] || why=$(tail -3 <<<"$out")

@@ -2,12 +2,14 @@
 # directory they are given: fake_dir DATADIR), and how a crash is made.
 fake_dir() { FAKE=$(cd "$1/../fake" && pwd); }
 
-# crash: kills every rejoin.sh above the calling stand-in, the outermost first (a command
-# substitution runs a stand-in in a subshell, itself a rejoin.sh), as a power cut would.
+# crash: kills every rejoin.sh among the calling stand-in's nearest ancestors, the outermost
+# first (a command substitution runs a stand-in in a subshell, itself a rejoin.sh, and timeout
+# may sit in between), as a power cut would.
 crash() {
-  local p=$PPID pids=()
-  while [ "$p" -gt 1 ] && tr '\0' ' ' </proc/$p/cmdline | grep -q rejoin.sh; do
-    pids=("$p" "${pids[@]}")
+  local p=$PPID pids=() level
+  for level in 1 2 3 4; do
+    [ "$p" -gt 1 ] || break
+    if tr '\0' ' ' </proc/$p/cmdline | grep -q 'rejoin\.sh'; then pids=("$p" "${pids[@]}"); fi
     p=$(awk '{print $4}' /proc/$p/stat)
   done
   kill -9 "${pids[@]}"
