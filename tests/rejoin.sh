@@ -5,7 +5,8 @@
 # others never see. The rejoin must make node 1 a streaming standby of node 2 with node 2's rows
 # and without its own lost one, keeping node 1's own configuration (node id, conninfo) and its
 # own Raft state (term, role history); a rerun does nothing. On a cluster without
-# wal_log_hints the rejoin is refused, naming wal_log_hints, and node 1 runs on as it was.
+# wal_log_hints the rejoin is refused, naming wal_log_hints, and node 1 runs on as it was. A
+# rejoin killed during pg_rewind is not finished by a rerun, which says to rebuild.
 #
 # Environment: TOOL (the pg_leader-cluster binary), PG_LEADER_PGBIN (PostgreSQL's programs),
 # PG_LEADER_NFT_TABLE, REJOIN_PG_PORT and REJOIN_RAFT_PORT (base ports, 55900 and 7900).
@@ -135,6 +136,25 @@ echo "$out" | sed 's/^/  /'
 check "with no leader, rejoin is refused, saying so" \
   test "$status" -ne 0 -a -n "$(grep 'no leader is known' <<<"$out")"
 check "and leaves the marker as it was" answers refused marker_step
+
+echo "# a rejoin cut short during pg_rewind is not finished by a rerun: it says to rebuild"
+# Every process of the rejoin, the outermost first, as a power cut would take them.
+tree() { echo "$1"; local c; for c in $(pgrep -P "$1"); do tree "$c"; done; }
+diverge
+cluster rejoin 1 >"$WORK/cut.log" 2>&1 &
+tool=$!
+check "pg_rewind starts" wait_for 60 "the step rewinding" answers rewinding marker_step
+kill -9 $(tree "$tool") 2>/dev/null
+wait "$tool" 2>/dev/null
+out=$(cluster rejoin 1 2>&1); status=$?
+echo "$out" | sed 's/^/  /'
+check "the rerun fails and says to rebuild from the leader" \
+  test "$status" -ne 0 -a -n "$(grep 'pg_basebackup' <<<"$out")"
+check "the rerun did not run pg_rewind again" test -z "$(grep -E '^pg_rewind' <<<"$out")"
+check "the marker says failed" answers failed marker_step
+check "node 1 is left stopped" test -z "$(node_pid 1)" -o ! -e "/proc/$(node_pid 1)"
+check "node 1's own files are kept for the rebuild" \
+  test -s "$WORK/n1.pg_leader-rejoin/saved/conf/node.conf" -a -s "$WORK/n1.pg_leader-rejoin/saved/state/pg_leader.state"
 
 echo "# $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
