@@ -74,8 +74,11 @@ conf_before=$(own_conf)
 out=$(cluster rejoin 2 2>&1); status=$?
 check "rejoin of the leader itself is refused, saying so" \
   test "$status" -ne 0 -a -n "$(grep 'node 2 is the leader' <<<"$out")"
+began=$(date +%s%N)
 out=$(cluster rejoin 1 2>&1); status=$?
+took_ms=$((($(date +%s%N) - began) / 1000000))
 echo "$out" | sed 's/^/  /'
+echo "  the rejoin took $took_ms ms (stop, dry run, rewind, start)"
 check "rejoin 1 succeeds" test "$status" -eq 0
 check "it rewound node 1 (pg_rewind ran, not only its dry run)" grep -q 'step: rewound' <<<"$out"
 check "node 1 is in recovery" wait_for 30 "node 1 in recovery" answers t sql 1 "SELECT pg_is_in_recovery()"

@@ -139,6 +139,11 @@ start_server() {
 PRIMARY_CONNINFO="$SOURCE application_name=$APP_NAME"
 CONNINFO_LINE="primary_conninfo = '${PRIMARY_CONNINFO//\'/\'\'}'"
 
+# fsync of every file and folder below (and of) the given ones: what this script wrote is on
+# disk before the step that depends on it is recorded (sync without arguments would flush every
+# file system of the host).
+sync_tree() { find "$@" -exec sync {} +; }
+
 # The top-level configuration files, one name a line.
 conf_files() { find "$1" -maxdepth 1 -type f -name '*.conf' -printf '%f\n' | sort; }
 
@@ -224,14 +229,14 @@ restore_saved() {
   conf_files "$PGDATA_DIR" | while read -r name; do
     [ -f "$SAVED/conf/$name" ] || rm -f "$PGDATA_DIR/$name"
   done
-  cp -p "$SAVED"/conf/*.conf "$PGDATA_DIR"/ 2>/dev/null
+  if [ -n "$(conf_files "$SAVED/conf")" ]; then cp -p "$SAVED"/conf/*.conf "$PGDATA_DIR"/ || return 1; fi
   if [ -d "$SAVED/state" ]; then
     rm -rf "$STATE_DIR" && cp -pR "$SAVED/state" "$STATE_DIR" || return 1
   elif inside_data_dir "$STATE_DIR"; then
     # This server had no state directory: the leader's copy must not become its own.
     rm -rf "$STATE_DIR"
   fi
-  sync
+  sync "$PGDATA_DIR"/*.conf "$PGDATA_DIR" && { [ ! -d "$STATE_DIR" ] || sync_tree "$STATE_DIR"; }
 }
 
 if [ "$step" = planned ]; then
@@ -260,7 +265,7 @@ if [ "$step" = stopped ]; then
   if inside_data_dir "$STATE_DIR" && [ -d "$STATE_DIR" ]; then
     cp -pR "$STATE_DIR" "$SAVED.tmp/state" || fail "could not copy \"$STATE_DIR\" to \"$SAVED.tmp\""
   fi
-  sync && mv "$SAVED.tmp" "$SAVED" && sync "$WORK" || fail "could not finish the copy in \"$SAVED\""
+  sync_tree "$SAVED.tmp" && mv "$SAVED.tmp" "$SAVED" && sync "$WORK" || fail "could not finish the copy in \"$SAVED\""
   log "saved: $(conf_files "$SAVED/conf" | tr '\n' ' ')$([ -d "$SAVED/state" ] && echo "and $STATE_DIR")"
   set_step saved
   step=saved
@@ -317,7 +322,8 @@ fi
 if [ "$step" = restored ]; then
   auto=$PGDATA_DIR/postgresql.auto.conf
   { grep -vE '^[[:space:]]*primary_conninfo[[:space:]]*=' "$auto" 2>/dev/null; printf '%s\n' "$CONNINFO_LINE"; } >"$auto.rejoin" &&
-    sync "$auto.rejoin" && mv "$auto.rejoin" "$auto" && : >"$PGDATA_DIR/standby.signal" && sync ||
+    sync "$auto.rejoin" && mv "$auto.rejoin" "$auto" && : >"$PGDATA_DIR/standby.signal" &&
+    sync "$PGDATA_DIR/standby.signal" "$PGDATA_DIR" ||
     fail "could not write standby.signal and primary_conninfo"
   log "standby.signal written; $CONNINFO_LINE"
   set_step configured
