@@ -18,12 +18,21 @@
 //! - [`possible`]`()` before planning: `Err` names the setting that forbids pg_rewind
 //!   (`wal_log_hints = off` and no data checksums) or the missing program; report it, do not start.
 //! - [`start`]`(&plan)` when this server is a primary, not the leader, the leader is known, is
-//!   a primary and `pg_leader.auto_rejoin` is on. It returns at once, after launching the script;
+//!   a primary and `pg_leader.auto_rejoin` is on. The plan: the leader's term and id, its
+//!   advertised conninfo (`pg_leader.conninfo` on the leader, with a dbname), and this server's
+//!   node id, which names it on the leader as [`application_name`]`(id)` = `pg_leader_<id>`
+//!   (use the same name in `synchronous_standby_names`). It returns at once, after launching the script;
 //!   the server is stopped within seconds, which ends the worker too. `Err` when a rejoin is
 //!   running (the lock is held), when this term and leader were refused before, or when an
 //!   earlier rejoin failed. Call from the worker's main thread only (it reads PostgreSQL's
 //!   globals). It never launches a second script while one runs: the work directory's lock is
 //!   taken before the marker is written and handed down to the script.
+//!
+//! Files: `<data dir>.pg_leader-rejoin/` (or `<state dir>/rejoin/` when the state directory is
+//! outside the data directory) holds `marker`, `lock`, `rejoin.log` (the script's output),
+//! `rejoin.sh` and, during a rejoin, `saved/`. An operator's `pg_leader-cluster rejoin` or a
+//! rerun of the script by hand uses the same files and lock, so either finishes the other's
+//! interrupted run, and its `done` is reported by the next `on_worker_start`.
 //!
 //! # What cannot be recovered
 //! An interrupted or failed pg_rewind: the data directory may be partly rewound, and PostgreSQL
@@ -78,17 +87,22 @@ pub fn start(plan: &RejoinPlan) -> Result<(), String> {
 
 /// What an earlier rejoin left for the worker that starts now; see the module's contract.
 pub fn on_worker_start(state_dir: &Path) -> Option<RejoinOutcome> {
-    launch::outcome_at(&work_dir(&settings::data_directory(), state_dir))
+    let data_dir = physical(&settings::data_directory());
+    launch::outcome_at(&work_dir(&data_dir, &physical(&data_dir.join(state_dir))))
+}
+
+/// A path with its symbolic links resolved, as rejoin.sh resolves them (`pwd -P`), so that the
+/// worker, the script and an operator's rerun agree on one work directory and one lock. A path
+/// that does not exist yet is kept as it is.
+fn physical(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The paths of the server this worker runs in.
 fn this_server(state_dir: &Path) -> RejoinPaths {
-    let data_dir = settings::data_directory();
-    let state_dir = if state_dir.is_relative() {
-        data_dir.join(state_dir)
-    } else {
-        state_dir.to_path_buf()
-    };
+    let data_dir = physical(&settings::data_directory());
+    // join keeps an absolute state directory as it is.
+    let state_dir = physical(&data_dir.join(state_dir));
     let work = work_dir(&data_dir, &state_dir);
     RejoinPaths {
         server_log: server_log().unwrap_or_else(|| work.join("server.log")),

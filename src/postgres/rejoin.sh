@@ -88,6 +88,8 @@ log() { printf '%s rejoin: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 PGDATA_DIR=$(cd "$PGDATA_DIR" && pwd -P)
 [ -n "$STATE_DIR" ] || STATE_DIR=$PGDATA_DIR/pg_leader
 case $STATE_DIR in /*) ;; *) STATE_DIR=$PGDATA_DIR/$STATE_DIR ;; esac
+# Physical paths, as the extension passes them: the same rejoin always finds the same lock.
+[ ! -d "$STATE_DIR" ] || STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
 inside_data_dir() { case "$1/" in "$PGDATA_DIR"/*) return 0 ;; *) return 1 ;; esac; }
 if [ -z "$MARKER" ]; then
   if inside_data_dir "$STATE_DIR"; then MARKER=$PGDATA_DIR.pg_leader-rejoin/marker; else MARKER=$STATE_DIR/rejoin/marker; fi
