@@ -139,7 +139,7 @@ answers() { local want=$1; shift; [ "$("$@" 2>/dev/null)" = "$want" ]; }
 
 # The ids of the nodes among "$@" that answer pg_leader_is_leader() = true.
 leaders_among() {
-  local out=""
+  local out="" i
   for i in "$@"; do
     [ "$(sql "$i" 'SELECT pg_leader_is_leader()' 2>/dev/null)" = "t" ] && out+="$i "
   done
@@ -150,7 +150,7 @@ leaders_among() {
 one_agreed_leader() {
   local leaders; leaders=$(leaders_among "$@")
   [ "$(echo $leaders | wc -w)" -eq 1 ] || return 1
-  local l=${leaders% } first=""
+  local l=${leaders% } first="" i
   for i in "$@"; do
     local row; row=$(sql "$i" "SELECT pg_leader_leader_id() || '/' || pg_leader_term()")
     [ -n "$first" ] || first=$row

@@ -6,8 +6,12 @@
 //! others said of their data, this server's recovery state and settings), so a worker restarted
 //! in the middle of one finds the job half done and finishes it, and an action whose effect is
 //! already there is not repeated:
-//! - promotion: the leader holds the lease, is in recovery, and has replayed all the WAL it
-//!   received. PostgreSQL's own mechanism does it (the `promote` file and SIGUSR1 to the
+//! - promotion: the leader holds the lease, is in recovery, has replayed all the WAL it
+//!   received, and knows no live primary it should hand back to instead: none of the voters
+//!   that answered it within the election timeout is a primary that may lead
+//!   (`Raft::live_primary`; the leader hands over to such a one, `preference`), and it has
+//!   heard every other voter since its election or one heartbeat interval passed without a
+//!   word from those it has not (a live primary answers the first heartbeat at once). PostgreSQL's own mechanism does it (the `promote` file and SIGUSR1 to the
 //!   postmaster, as `pg_ctl promote`), which needs no connection and returns at once; once
 //!   asked, PostgreSQL finishes the promotion even if this worker dies. Asked again only if the
 //!   server is still in recovery a while later.
@@ -91,9 +95,9 @@ impl Local {
 }
 
 impl Failover {
-    /// One turn: promote, re-point, or say a rejoin is due. `me` is this server's id and `own`
-    /// its conninfo's application name.
-    pub fn drive(&mut self, raft: &Raft, local: &Local, now_has_lease: bool) -> Turn {
+    /// One turn: promote, re-point, or say a rejoin is due. `may_promote`: the leader holds the
+    /// lease and knows of no live primary to hand back to (see the module documentation).
+    pub fn drive(&mut self, raft: &Raft, local: &Local, may_promote: bool) -> Turn {
         let status = raft.status();
         let term = status.term.0;
         let mut turn = Turn::default();
@@ -101,7 +105,7 @@ impl Failover {
             return turn;
         }
         match (status.role, status.leader_id) {
-            (Role::Leader, _) if local.wal.in_recovery && now_has_lease => {
+            (Role::Leader, _) if local.wal.in_recovery && may_promote => {
                 if !local.replay_caught_up() {
                     turn.note = Some(format!(
                         "leader in recovery: replaying WAL before promotion ({} of {})",

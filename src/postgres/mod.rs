@@ -1,3 +1,4 @@
 //! What pg_leader does to PostgreSQL itself.
 
 pub mod failover;
+pub mod rejoin;

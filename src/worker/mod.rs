@@ -120,6 +120,11 @@ struct Node {
     advertised_at: Option<std::time::Instant>,
     /// Why PostgreSQL does not follow the election yet, for `pg_leader_status().error`.
     database_note: Option<String>,
+    /// A switchover from this primary to a standby is under way: once this server follows, it
+    /// yields (offers no more to lead) until rebuilt as a standby, so that the new leader is
+    /// promoted rather than handing back.
+    yield_pending: bool,
+    yielded: bool,
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
@@ -351,6 +356,8 @@ impl Node {
             conninfo,
             advertised_at: None,
             database_note: None,
+            yield_pending: false,
+            yielded: false,
         };
         node.process_ready();
         // Published as a follower: a lease a previous worker of this server gave up on its way
@@ -559,6 +566,7 @@ impl Node {
         }) {
             self.last_cause = cause.as_str();
         }
+        self.settle_yield();
         // The history first: a lease is on record before any session can act on it, so a
         // worker stopped between the two never leaves a lease in use that the record lacks.
         self.record_history(&ready);
@@ -827,7 +835,7 @@ impl Node {
             Ok(peers) if peers == self.settings.peers => {}
             _ => self.reload_peers(&peers_text),
         }
-        let can_lead = crate::settings::CAN_BE_LEADER.get();
+        let can_lead = self.may_lead();
         if can_lead != self.raft.config().can_lead {
             self.raft.set_can_lead(can_lead);
             pgrx::log!(
@@ -969,6 +977,11 @@ impl Node {
                 "pg_leader: handing leadership to node {} on request",
                 chosen.map_or(0, |c| c.0)
             );
+            let to_standby = chosen
+                .and_then(|t| self.raft.heard_position(t))
+                .is_some_and(|w| w.in_recovery);
+            let primary = !crate::wal::current_position().in_recovery;
+            self.yield_pending = self.raft.config().promotes && primary && to_standby;
         }
         (code, chosen)
     }
@@ -994,6 +1007,31 @@ impl Node {
                 Ok(()) => self.receive_each(&mut buf, Node::handle_datagram),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether this server may lead now: `pg_leader.can_be_leader`, unless it yielded.
+    fn may_lead(&self) -> bool {
+        crate::settings::CAN_BE_LEADER.get() && !self.yielded
+    }
+
+    /// A switchover this primary started has left it following: it yields. One abandoned (still
+    /// leading, nothing pending) is forgotten.
+    fn settle_yield(&mut self) {
+        if !self.yield_pending {
+            return;
+        }
+        match self.raft.role() {
+            Role::Leader if self.raft.transfer_pending() => {}
+            Role::Leader => self.yield_pending = false,
+            _ => {
+                self.yield_pending = false;
+                self.yielded = true;
+                self.raft.set_can_lead(false);
+                pgrx::log!(
+                    "pg_leader: this primary handed leadership to a standby: it offers no more to lead until it is rebuilt as a standby"
+                );
             }
         }
     }
@@ -1032,8 +1070,22 @@ impl Node {
         }
         use crate::postgres::failover::{Action, Local};
         let local = Local::read();
-        let has_lease = self.raft.has_lease(boottime_now());
-        let turn = self.failover.drive(&self.raft, &local, has_lease);
+        let now = boottime_now();
+        let heartbeat = Duration::from_millis(self.settings.heartbeat_ms as u64);
+        let may_promote = self.raft.has_lease(now)
+            && !self.raft.transfer_pending()
+            && self.raft.live_primary().is_none()
+            && (self.raft.heard_all_since_elected()
+                || self
+                    .raft
+                    .leader_since()
+                    .is_some_and(|since| now >= since + heartbeat));
+        if self.yielded && local.wal.in_recovery {
+            // Rebuilt as a standby: it may lead again, as any standby.
+            self.yielded = false;
+            self.raft.set_can_lead(self.may_lead());
+        }
+        let turn = self.failover.drive(&self.raft, &local, may_promote);
         let status = self.raft.status();
         match &turn.action {
             Some(Action::Promoted { term }) => {

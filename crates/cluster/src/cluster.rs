@@ -268,6 +268,9 @@ impl Cluster {
         check(&mut sh, "writing the configuration").map(|_| ())
     }
 
+    /// The settings every server shares, then `extra` (a later line wins). wal_log_hints and
+    /// wal_keep_size are for `rejoin`: pg_rewind needs the hints, and this server's WAL back to
+    /// the last checkpoint before the divergence (a restart's checkpoint would remove it).
     fn configure(&self, node: u32, extra: &[String]) -> Result<()> {
         let mut conf = format!(
             "listen_addresses = ''\nunix_socket_directories = '{dir}'\nshared_buffers = 16MB\n\
@@ -287,16 +290,25 @@ impl Cluster {
         self.write_identity(node)
     }
 
+    /// How the other servers reach `node`'s PostgreSQL (`pg_leader.conninfo`): the cluster's
+    /// Unix socket directory, since the servers listen on no TCP address.
+    pub fn conninfo(&self, node: u32) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.display(),
+            self.pg_port(node)
+        )
+    }
+
     /// Each node's own settings live in node.conf, which pg_basebackup copies and we rewrite.
     fn write_identity(&self, node: u32) -> Result<()> {
         // The cluster listens on its folder's unix socket only: the others reach this server's
         // PostgreSQL there (streaming replication, pg_rewind), as the postgres user.
         let text = format!(
-            "port = {port}\npg_leader.node_id = {node}\npg_leader.http_port = {}\n\
-             pg_leader.conninfo = 'host={} port={port} user=postgres dbname=postgres'\n",
+            "port = {}\npg_leader.node_id = {node}\npg_leader.http_port = {}\npg_leader.conninfo = '{}'\n",
+            self.pg_port(node),
             self.http_port(node),
-            self.dir.display(),
-            port = self.pg_port(node),
+            self.conninfo(node).replace('\'', "''")
         );
         self.append_as_postgres(&self.data_dir(node).join("node.conf"), &text, true)
     }

@@ -7,6 +7,7 @@ mod demo;
 mod history;
 mod network;
 mod observe;
+mod rejoin;
 mod run;
 mod soak;
 mod sql;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
   up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--no-auto-failover]
+     [--no-wal-log-hints]
      [--set 'NAME = VALUE']...   create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
                                  PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
@@ -27,9 +29,15 @@ const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
                                  auto_rejoin on) unless --no-auto-failover: election only.
                                  --witness: node N is a witness instead, a minimal server of its
                                  own that votes and never leads (pg_leader.can_be_leader = off)
+                                 --no-wal-log-hints: wal_log_hints off (on by default, for
+                                 pg_rewind): a cluster where rejoin is refused
                                  --set: a postgresql.conf line for every server
   status                         node, PostgreSQL role, pg_leader role, term, leader, lease, contact
   kill NODE|leader               SIGKILL the node's postmaster
+  rejoin NODE                    rebuild NODE, a former primary, as a standby of the leader
+                                 (src/postgres/rejoin.sh: pg_rewind, keeping the node's own
+                                 configuration and pg_leader state); a rerun finishes an
+                                 interrupted rejoin and never rewinds twice
   stop NODE [--mode fast|immediate]  /  start NODE
   pause NODE  /  resume NODE     SIGSTOP / SIGCONT the node's pg_leader worker
   partition A,B/C                drop pg_leader datagrams between the groups (nftables)
@@ -148,6 +156,10 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                 settings.push("pg_leader.auto_failover = on".into());
                 settings.push("pg_leader.auto_rejoin = on".into());
             }
+            // Every server writes `wal_log_hints = on`; a later line wins in postgresql.conf.
+            if take_flag(args, "--no-wal-log-hints") {
+                settings.push("wal_log_hints = off".into());
+            }
             // Given last, so that a --set wins over the defaults above.
             settings.extend(std::iter::from_fn(|| take_option(args, "--set")));
             if !(1..=16).contains(&nodes) {
@@ -210,6 +222,10 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                     signal(pid, "KILL")?;
                     println!("killed node {node} (postmaster pid {pid})");
                     Ok(())
+                }
+                "rejoin" => {
+                    let node = node_arg(&c, args, 1)?;
+                    rejoin::run(&c, node)
                 }
                 "stop" => {
                     let mode = take_option(args, "--mode").unwrap_or_else(|| "fast".into());

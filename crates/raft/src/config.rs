@@ -44,8 +44,9 @@ pub struct Config {
     pub max_entries_per_message: usize,
     /// Refuse (pre-)votes to candidates whose `WalPosition` is behind this node's.
     pub wal_aware: bool,
-    /// The host promotes a leader that is a standby (`pg_leader.auto_failover`): such a leader
-    /// is then the primary to be, and does not hand back to the primary it replaces.
+    /// The host promotes a leader that is a standby (`pg_leader.auto_failover`) once no
+    /// preferred primary is heard (`Raft::heard_all_since_elected`); a switchover from a
+    /// primary then waits for the target's WAL (`TransferPhase::AwaitingWal`).
     pub promotes: bool,
 }
 

@@ -207,6 +207,33 @@ impl Raft {
         .err()
     }
 
+    /// On a leader: a voter that has answered it within the election timeout, says it may lead,
+    /// and is a primary of this server's database system on the newest timeline heard of. A
+    /// standby that leads while such a primary lives hands leadership to it (or waits until it
+    /// can) and is never promoted (`Config::promotes`): there is no failover to make.
+    pub fn live_primary(&self) -> Option<NodeId> {
+        let state = self.leader.as_ref()?;
+        let window = self.config.election_timeout;
+        let newest = self.heard.newest_timeline(&self.wal);
+        state
+            .progress
+            .iter()
+            .filter(|(id, p)| {
+                p.can_lead == Some(true)
+                    && !p.departed
+                    && self.membership.is_voter(**id)
+                    && self.now < p.last_heard + window
+            })
+            .find(|(id, _)| {
+                self.heard.get(**id).is_some_and(|h| {
+                    self.now < h.at + window
+                        && h.wal.system == self.wal.system
+                        && assess(&h.wal, newest, None).is_ok()
+                })
+            })
+            .map(|(id, _)| *id)
+    }
+
     /// On a leader that is a primary, where the host promotes a standby that leads
     /// (`Config::promotes`): has `target`, a standby of the same timeline, replayed less WAL than
     /// this primary holds? A switchover then waits for it, so that the promoted standby holds
@@ -233,11 +260,6 @@ impl Raft {
     pub(crate) fn hand_over_to_preferred(&mut self) {
         let Some(state) = &self.leader else { return };
         if state.transfer.is_some() || !self.wal.known() {
-            return;
-        }
-        // A standby that leads where the host promotes its leader is the primary to be: handing
-        // back to the primary it replaces would undo the failover it is carrying out.
-        if self.config.promotes && self.wal.in_recovery {
             return;
         }
         let window = self.config.election_timeout;

@@ -532,6 +532,26 @@ impl Raft {
         self.heard.get(member).map(|h| h.wal)
     }
 
+    /// True on a leader that has heard, since it was elected, from every other voter that has
+    /// not announced its departure: by then a preferred primary among them has told it so, and
+    /// the leader has handed over to it rather than be promoted (`preference`).
+    pub fn heard_all_since_elected(&self) -> bool {
+        let Some(state) = &self.leader else {
+            return false;
+        };
+        state.progress.iter().all(|(id, p)| {
+            *id == self.config.id
+                || !self.membership.is_voter(*id)
+                || p.departed
+                || p.last_heard > state.since
+        })
+    }
+
+    /// When this leader was elected.
+    pub fn leader_since(&self) -> Option<Instant> {
+        self.leader.as_ref().map(|l| l.since)
+    }
+
     /// True on a leader whose handover has not sent TimeoutNow yet (it may be waiting for the
     /// target's log or, where the host promotes, its WAL).
     pub fn transfer_pending(&self) -> bool {

@@ -372,12 +372,29 @@ fn a_handover_skips_a_voter_not_heard_from_within_the_election_timeout() {
 }
 
 #[test]
-fn a_standby_leader_that_the_host_promotes_does_not_hand_back_to_the_primary() {
+fn a_standby_leader_hands_back_to_a_live_primary_even_where_the_host_promotes() {
     let mut c = TestCluster::new(3);
     place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
     for n in 1..=3 {
         c.with_node(n, |r, _| r.set_promotes(true));
     }
+    c.elect(2);
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert_eq!(
+        leader(&c),
+        Some(1),
+        "no failover while the primary is alive"
+    );
+}
+
+#[test]
+fn a_standby_leader_keeps_leading_when_the_primary_yielded_and_after_its_promotion() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.with_node(1, |r, _| r.set_can_lead(false));
     c.elect(2);
     c.advance_ms(5 * ELECTION_MS);
     assert_eq!(
@@ -385,14 +402,31 @@ fn a_standby_leader_that_the_host_promotes_does_not_hand_back_to_the_primary() {
         Some(2),
         "the standby keeps leading, to be promoted"
     );
+    assert!(c.node(2).heard_all_since_elected());
     // Promoted: a new timeline; the former primary is never preferred again.
     c.with_node(2, |r, _| r.set_wal_position(primary(2, 120)));
+    c.with_node(1, |r, _| r.set_can_lead(true));
     c.advance_ms(5 * ELECTION_MS);
     assert_eq!(leader(&c), Some(2));
     assert!(matches!(
         c.node(1).status().not_preferred,
         Some(NotPreferred::OlderTimeline { .. })
     ));
+}
+
+#[test]
+fn a_new_leader_has_not_heard_all_until_every_live_voter_answered() {
+    let mut c = TestCluster::new(3);
+    c.isolate(3);
+    c.elect(1);
+    c.advance_ms(3 * HEARTBEAT_MS);
+    assert!(
+        !c.node(1).heard_all_since_elected(),
+        "node 3 never answered"
+    );
+    c.heal();
+    c.advance_ms(2 * HEARTBEAT_MS);
+    assert!(c.node(1).heard_all_since_elected());
 }
 
 #[test]
@@ -433,9 +467,12 @@ fn a_switchover_to_a_standby_waits_without_a_lease_until_it_replayed_the_primary
         c.leaders_with_lease().is_empty(),
         "the primary's lease is given up while it waits (its commits are fenced)"
     );
-    // The standby replays the rest: the handover completes.
+    // The standby replays the rest: the handover completes. (The old primary, once it
+    // follows, no longer offers to lead: the host does that, so that it is not handed back.)
     c.with_node(2, |r, _| r.set_wal_position(standby(1, 100)));
-    c.advance_ms(3 * HEARTBEAT_MS);
+    c.advance_ms(HEARTBEAT_MS);
+    c.with_node(1, |r, _| r.set_can_lead(false));
+    c.advance_ms(2 * HEARTBEAT_MS);
     assert_eq!(leader(&c), Some(2));
 }
 
@@ -501,4 +538,25 @@ fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send
         ready.messages.iter().any(|m| m.body == Body::TimeoutNow),
         "TimeoutNow in the same Ready"
     );
+}
+
+#[test]
+fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent() {
+    let mut c = TestCluster::new(3);
+    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c.with_node(1, |r, _| r.set_can_lead(false));
+    c.elect(2);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    assert_eq!(c.node(2).live_primary(), None, "a yielded primary is no live primary");
+    c.with_node(1, |r, _| r.set_can_lead(true));
+    c.advance_ms(HEARTBEAT_MS);
+    // Node 2 hands over to it at once; before that it knew it lives.
+    assert_ne!(leader(&c), Some(3));
+    c.isolate(1);
+    c.advance_ms(3 * ELECTION_MS);
+    let l = leader(&c).expect("a leader among 2 and 3");
+    assert_eq!(c.node(l).live_primary(), None, "a silent primary is not live");
 }
