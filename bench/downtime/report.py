@@ -117,6 +117,16 @@ def section(out):
     unrestored = [(k, s["unrestored"]) for k, s in all_stats.items() if s["unrestored"]]
     for (system, fault), n in unrestored:
         lines.append(f"- {system}, {fault}: {n} trials without any commit before the deadline (left out of the figures)")
+    for (system, fault), rows in sorted(data.items()):
+        builds = {}
+        for r in rows:
+            if r.get("build"):
+                builds[r["build"]] = builds.get(r["build"], 0) + 1
+        if len(builds) > 1:
+            mixed = ", ".join(f"{b}: {n} trials" for b, n in builds.items())
+            lines.append(f"- {system}, {fault}: **the extension was reinstalled during the run** ({mixed})")
+        elif builds:
+            lines.append(f"- {system}, {fault}: every trial on extension build {next(iter(builds))} (SHA-256 prefix)")
     flapping = [(k, s["flaps"]) for k, s in all_stats.items() if s["flaps"]]
     for (system, fault), n in flapping:
         lines.append(f"- {system}, {fault}: in {n} trials the client saw errors again after the first restored commit")

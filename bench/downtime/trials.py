@@ -50,6 +50,7 @@ def one_trial(system, fault, trial):
         "acked": len(acked),
         "lost": None if lost is None else len(lost),
         "note": note,
+        "build": system.build,
     }
 
 
@@ -71,7 +72,7 @@ def summary(ms):
 
 def measure(system, fault, trials, minimum, budget_s, out, give_up):
     path = os.path.join(out, f"downtime-{system.name}-{fault}.csv")
-    fields = ["system", "fault", "trial", "node", "ms", "restored_port", "failed_attempts", "acked", "lost", "note"]
+    fields = ["system", "fault", "trial", "node", "ms", "restored_port", "failed_attempts", "acked", "lost", "note", "build"]
     started = time.monotonic()
     done, timeouts_in_a_row, results = 0, 0, []
     with open(path, "w", newline="") as f:

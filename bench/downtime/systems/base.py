@@ -84,3 +84,4 @@ class System:
 
     repair_s = 120
     created = False
+    build = ""  # which build of the software the current cluster runs, where it can change

@@ -2,12 +2,23 @@
 PostgreSQL ports 58001-58003 (TCP on 127.0.0.1 as well as the tool's Unix sockets), Raft ports
 9001-9003, automatic failover as `up` sets it."""
 
+import hashlib
 import os
 import subprocess
 
 from ..probes import log, sql
 from ..processes import postmaster_pid, record
 from .base import System
+
+
+EXTENSION = "/usr/lib/postgresql/15/lib/pg_leader.so"
+
+
+def extension_build():
+    """Which build of the installed extension the servers load (it may be reinstalled while
+    the benchmark runs): the start of its SHA-256."""
+    with open(EXTENSION, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 class PgLeader(System):
@@ -26,17 +37,25 @@ class PgLeader(System):
         return f"{self.dir}/n{node}"
 
     def cli(self, *args, timeout=180):
-        out = subprocess.run([self.tool, "--dir", self.dir, *args], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=timeout)
-        if out.returncode != 0:
-            raise RuntimeError(f"pg_leader-cluster {args[0]}: {out.stderr.strip()[-600:]}")
-        return out.stdout
+        """Runs the tool; stopped with us, so an interrupted `up` leaves no server behind."""
+        tool = subprocess.Popen([self.tool, "--dir", self.dir, *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = tool.communicate(timeout=timeout)
+        except BaseException:
+            tool.kill()
+            tool.communicate()
+            raise
+        if tool.returncode != 0:
+            raise RuntimeError(f"pg_leader-cluster {args[0]}: {err.strip()[-600:]}")
+        return out
 
     def create(self):
         record(f"dir {self.dir}")
         sets = ["--set", "listen_addresses = '127.0.0.1'"]
         for s in self.settings:
             sets += ["--set", s]
+        self.build = extension_build()
         self.cli("up", "--nodes", "3", "--port", "58000", "--raft-port", "9000", *sets)
         self.created = True
 
@@ -52,13 +71,11 @@ class PgLeader(System):
         return self.primary_port() is not None
 
     def repair(self, node, fault):
-        """The former primary restarted, then rebuilt as a standby of the leader (`rejoin`); a
-        tool without `rejoin` leaves it a fenced former primary, so the cluster is rebuilt."""
+        """The former primary restarted: with auto_rejoin on (as `up` sets it) its worker rebuilds
+        it as a standby of the leader (pg_rewind); if the cluster does not come back whole
+        within repair_s, it is rebuilt."""
         if postmaster_pid(self.data_dir(node)) is None:
             self.cli("start", str(node), timeout=90)
-        if "rejoin NODE" not in self.cli("help"):
-            raise RuntimeError("this pg_leader-cluster has no rejoin")
-        self.cli("rejoin", str(node), timeout=180)
 
     def versions(self):
         auto = "unknown"
@@ -66,7 +83,9 @@ class PgLeader(System):
             auto = sql(self.ports[0], "SHOW pg_leader.auto_failover")[0][0]
         except Exception:  # noqa: BLE001
             pass
-        return f"pg_leader: this tree ({git_head()}), pg_leader.auto_failover = {auto}"
+        return (f"pg_leader: the cluster tool of this tree ({git_head()}), extension build {self.build} "
+                f"(SHA-256 prefix of {EXTENSION}), pg_leader.auto_failover = {auto}, defaults (heartbeat 100 ms, "
+                "election timeout 1000 ms)")
 
 
 def git_head():
