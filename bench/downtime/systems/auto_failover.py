@@ -32,6 +32,9 @@ class AutoFailover(System):
     def data_dir(self, node):
         return f"{self.dir}/n{node}"
 
+    def log_file(self, node):
+        return f"{self.dir}/n{node}.log"
+
     def monitor_uri(self):
         return f"postgres://autoctl_node@127.0.0.1:{self.monitor_port}/pg_auto_failover?sslmode=disable"
 

@@ -61,6 +61,23 @@ class System:
     def versions(self):
         return ""
 
+    evidence_dir = None  # where the logs of a failed repair are kept (the results folder)
+
+    def keep_evidence(self, node):
+        """Keeps the killed node's log when the repair failed, before the rebuild removes it."""
+        log_file = self.log_file(node)
+        if not self.evidence_dir or not log_file or not os.path.exists(log_file):
+            return
+        folder = os.path.join(self.evidence_dir, "repair-failures")
+        os.makedirs(folder, exist_ok=True)
+        dest = os.path.join(folder, f"{self.name}-{time.strftime('%H%M%S')}-node{node}.log")
+        with open(log_file, "rb") as src, open(dest, "wb") as out:
+            out.write(b"".join(src.readlines()[-300:]))
+        log(f"  the last lines of node {node}'s log: {dest}")
+
+    def log_file(self, node):
+        return None
+
     def ensure_healthy(self, after_fault_on=None, fault=None):
         """Repairs after a trial (restarting what was killed), or rebuilds from scratch."""
         if after_fault_on is not None:
@@ -69,7 +86,9 @@ class System:
                 wait_until(f"{self.name} healthy after repair", self.repair_s, self.healthy, step=0.5)
                 return
             except Exception as e:  # noqa: BLE001
-                log(f"  {self.name}: not healthy after the repair ({e}); building a fresh cluster")
+                reason = " ".join(str(e).split())
+                log(f"  {self.name}: not healthy after the repair ({reason}); building a fresh cluster")
+                self.keep_evidence(after_fault_on)
         elif self.created:
             try:
                 if self.healthy():

@@ -26,6 +26,9 @@ class Patroni(System):
     def data_dir(self, node):
         return f"{self.dir}/node{node}"
 
+    def log_file(self, node):
+        return f"{self.dir}/node{node}.log"
+
     def config(self, node):
         i = node - 1
         return f"""scope: downtime

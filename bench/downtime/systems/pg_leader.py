@@ -25,7 +25,7 @@ class PgLeader(System):
     name = "pg_leader"
     ports = [58001, 58002, 58003]
     deadline_s = 60
-    repair_s = 60
+    repair_s = 30  # a rejoin takes a few seconds (pg_rewind of a small cluster)
 
     def __init__(self, tool, settings):
         super().__init__()
@@ -35,6 +35,9 @@ class PgLeader(System):
 
     def data_dir(self, node):
         return f"{self.dir}/n{node}"
+
+    def log_file(self, node):
+        return f"{self.dir}/n{node}.log"
 
     def cli(self, *args, timeout=180):
         """Runs the tool; stopped with us, so an interrupted `up` leaves no server behind."""
