@@ -32,6 +32,7 @@ class PgLeader(System):
         self.tool = tool
         self.dir = "/tmp/downtime-pgl"
         self.settings = settings
+        self.node_builds = {}
 
     def data_dir(self, node):
         return f"{self.dir}/n{node}"
@@ -58,7 +59,7 @@ class PgLeader(System):
         sets = ["--set", "listen_addresses = '127.0.0.1'"]
         for s in self.settings:
             sets += ["--set", s]
-        self.build = extension_build()
+        self.node_builds = dict.fromkeys((1, 2, 3), extension_build())
         self.cli("up", "--nodes", "3", "--port", "58000", "--raft-port", "9000", *sets)
         self.created = True
 
@@ -73,11 +74,20 @@ class PgLeader(System):
     def healthy(self):
         return self.primary_port() is not None
 
+    @property
+    def build(self):
+        """The build each server loaded when it started; one name when they agree."""
+        builds = set(self.node_builds.values())
+        if len(builds) == 1:
+            return builds.pop()
+        return "mixed " + "/".join(f"{n}={b}" for n, b in sorted(self.node_builds.items()))
+
     def repair(self, node, fault):
         """The former primary restarted: with auto_rejoin on (as `up` sets it) its worker rebuilds
         it as a standby of the leader (pg_rewind); if the cluster does not come back whole
         within repair_s, it is rebuilt."""
         if postmaster_pid(self.data_dir(node)) is None:
+            self.node_builds[node] = extension_build()
             self.cli("start", str(node), timeout=90)
 
     def versions(self):
