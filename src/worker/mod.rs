@@ -125,6 +125,11 @@ struct Node {
     /// promoted rather than handing back.
     yield_pending: bool,
     yielded: bool,
+    /// Why this server will not rejoin by itself (a refused or failed rejoin, or pg_rewind not
+    /// possible here): reported, never retried for the same leader and term.
+    rejoin_blocked: Option<(u32, u64, String)>,
+    /// A rejoin launched by this worker (the server stops within seconds).
+    rejoin_launched: bool,
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
@@ -358,7 +363,10 @@ impl Node {
             database_note: None,
             yield_pending: false,
             yielded: false,
+            rejoin_blocked: None,
+            rejoin_launched: false,
         };
+        node.report_earlier_rejoin();
         node.process_ready();
         // Published as a follower: a lease a previous worker of this server gave up on its way
         // out cannot come back through this one.
@@ -1107,11 +1115,29 @@ impl Node {
             }
             None => {}
         }
+        if let Some(due) = &turn.rejoin {
+            if !self.yielded {
+                // A former primary must not lead again: its data forked from the leader's.
+                self.yielded = true;
+                self.raft.set_can_lead(false);
+            }
+            self.rejoin(due);
+        }
         let note = match &turn.rejoin {
-            Some(due) => Some(format!(
-                "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind)",
-                due.leader
-            )),
+            Some(due) => Some(match &self.rejoin_blocked {
+                Some((_, _, why)) => format!(
+                    "former primary: node {} leads on a newer timeline; rejoin refused: {why}",
+                    due.leader
+                ),
+                None if self.rejoin_launched => format!(
+                    "former primary: rejoining as a standby of node {} (pg_rewind)",
+                    due.leader
+                ),
+                None => format!(
+                    "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind): pg_leader.auto_rejoin is off",
+                    due.leader
+                ),
+            }),
             None => turn.note.clone(),
         };
         if note != self.database_note {
@@ -1120,6 +1146,83 @@ impl Node {
             }
             self.database_note = note;
             self.publish();
+        }
+    }
+
+    /// A former primary rebuilds itself as a standby of the leader (`postgres::rejoin`), with
+    /// `pg_leader.auto_rejoin` on; once, not again for a leader and term that were refused.
+    fn rejoin(&mut self, due: &crate::postgres::failover::RejoinDue) {
+        use crate::postgres::rejoin;
+        if !crate::settings::AUTO_REJOIN.get() || self.rejoin_launched {
+            return;
+        }
+        let leader = due.leader.0;
+        if self
+            .rejoin_blocked
+            .as_ref()
+            .is_some_and(|(l, t, _)| *l == leader && *t == due.term)
+        {
+            return;
+        }
+        let plan = rejoin::RejoinPlan {
+            term: due.term,
+            leader,
+            source_conninfo: due.source_conninfo.clone(),
+            node_id: self.settings.node_id,
+        };
+        match rejoin::possible().and_then(|()| rejoin::start(&plan)) {
+            Ok(()) => {
+                self.rejoin_launched = true;
+                pgrx::log!(
+                    "pg_leader: former primary: rejoining as a standby of node {leader}, the leader of term {}: this server stops for pg_rewind and restarts in recovery",
+                    due.term
+                );
+                let status = self.raft.status();
+                self.history.action(
+                    boottime_now(),
+                    &status,
+                    &format!("rejoin from node {leader} (former primary)"),
+                );
+            }
+            Err(why) => {
+                pgrx::warning!("pg_leader: former primary: no rejoin with node {leader}: {why}");
+                self.rejoin_blocked = Some((leader, due.term, why));
+            }
+        }
+    }
+
+    /// What a rejoin before this worker's start left behind (`postgres::rejoin`).
+    fn report_earlier_rejoin(&mut self) {
+        use crate::postgres::rejoin::{on_worker_start, RejoinOutcome};
+        let status = self.raft.status();
+        match on_worker_start(&self.settings.state_dir) {
+            Some(RejoinOutcome::Done { term, leader }) => {
+                let leader = leader.unwrap_or(0);
+                pgrx::log!(
+                    "pg_leader: rejoined as a standby of node {leader} (term {})",
+                    term.unwrap_or(0)
+                );
+                self.history.action(
+                    boottime_now(),
+                    &status,
+                    &format!("rejoined as standby of node {leader}"),
+                );
+            }
+            Some(RejoinOutcome::Refused {
+                term,
+                leader,
+                reason,
+            }) => {
+                pgrx::warning!("pg_leader: an earlier rejoin was refused: {reason}");
+                self.rejoin_blocked = Some((leader.unwrap_or(0), term.unwrap_or(0), reason));
+            }
+            Some(RejoinOutcome::Failed { reason }) => {
+                pgrx::warning!("pg_leader: an earlier rejoin failed: {reason}");
+                self.rejoin_blocked = Some((0, 0, reason));
+                self.rejoin_launched = true;
+            }
+            Some(RejoinOutcome::InProgress { running: true, .. }) => self.rejoin_launched = true,
+            Some(RejoinOutcome::InProgress { running: false, .. }) | None => {}
         }
     }
 
