@@ -1031,7 +1031,7 @@ impl Node {
             return;
         }
         match self.raft.role() {
-            Role::Leader if self.raft.transfer_pending() => {}
+            Role::Leader if self.raft.transfer_target().is_some() => {}
             Role::Leader => self.yield_pending = false,
             _ => {
                 self.yield_pending = false;
