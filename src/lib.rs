@@ -23,6 +23,7 @@ pub mod lease_gate;
 pub mod membership_ops;
 pub mod notifier;
 pub mod operations;
+pub mod postgres;
 pub mod role_hook;
 pub mod settings;
 pub mod shared_struct;

@@ -3,6 +3,7 @@
 //! -> publish -> send -> log.
 
 mod going_away;
+mod health;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -130,6 +131,8 @@ struct Node {
     /// The configuration `pg_leader.peers` asks for, after a reload changed it: the leader
     /// moves the cluster there one server at a time.
     peers_target: Option<Membership>,
+    /// Whether this server's PostgreSQL can serve (`health`).
+    health: crate::postgres::health::Health,
 }
 
 #[pg_guard]
@@ -338,6 +341,7 @@ impl Node {
             change_answered: PUBLISHED.share().change_asked,
             peers_target: None,
             watch,
+            health: crate::postgres::health::Health::start(),
         };
         node.process_ready();
         // Published as a follower: a lease a previous worker of this server gave up on its way
@@ -377,6 +381,7 @@ impl Node {
             self.drive_change();
             self.drive_peers_target();
             self.run_role_hook();
+            self.follow_health();
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
             self.raft
                 .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
@@ -732,7 +737,12 @@ impl Node {
                 .map(|d| d.as_micros()),
         );
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
-        p.set_error(status.not_preferred.map(|r| r.to_string()).as_deref());
+        let error = self.health.sickness().map(|s| s.to_string());
+        p.set_error(
+            error
+                .or_else(|| status.not_preferred.map(|r| r.to_string()))
+                .as_deref(),
+        );
         // SAFETY: getpid cannot fail.
         p.worker_pid = unsafe { libc::getpid() };
         let (membership, membership_index) = self.raft.membership();
@@ -791,25 +801,7 @@ impl Node {
             Ok(peers) if peers == self.settings.peers => {}
             _ => self.reload_peers(&peers_text),
         }
-        let can_lead = crate::settings::CAN_BE_LEADER.get();
-        if can_lead != self.raft.config().can_lead {
-            self.raft.set_can_lead(can_lead);
-            pgrx::log!(
-                "pg_leader: this server {} lead",
-                if can_lead { "may" } else { "will never" }
-            );
-            if !can_lead && self.raft.role() == Role::Leader {
-                match self.raft.hand_over(boottime_now()) {
-                    Ok(target) => pgrx::log!(
-                        "pg_leader: handing leadership to node {target}: pg_leader.can_be_leader is off"
-                    ),
-                    Err(e) => pgrx::warning!(
-                        "pg_leader: pg_leader.can_be_leader is off, but leadership cannot be handed over yet: {e}"
-                    ),
-                }
-                self.process_ready();
-            }
-        }
+        self.follow_can_lead();
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
         if (heartbeat, election)

@@ -1,0 +1,3 @@
+//! What pg_leader does to, and learns from, the local PostgreSQL.
+
+pub mod health;
