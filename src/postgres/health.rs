@@ -301,6 +301,11 @@ pub struct Health {
     probe: Option<Arc<ProbeState>>,
     target: Option<ProbeTarget>,
     started: Instant,
+    /// The previous `check`, and since when the worker has run without a gap longer than the
+    /// bound: evidence gathered while the whole process was stopped (its worker paused, the
+    /// machine suspended) is no evidence.
+    last_check: Option<Instant>,
+    awake_since: Instant,
     warned_never_answered: bool,
     wal: WalStall,
     current: Option<Sickness>,
@@ -367,6 +372,8 @@ impl Health {
             probe,
             target,
             started: boottime_now(),
+            last_check: None,
+            awake_since: boottime_now(),
             warned_never_answered: false,
             wal: WalStall::default(),
             current: None,
@@ -380,29 +387,61 @@ impl Health {
 
     /// Takes both checks' readings; `bound` is half the election timeout. Main thread only.
     pub fn check(&mut self, now: Instant, bound: Duration) -> Option<Change> {
+        self.note_turn(now, bound);
+        self.warn_if_never_answered(now);
         let found = self.probe_verdict(now, bound);
         let wal = self.wal_verdict(now, bound);
         self.settle(found.or(wal))
     }
 
-    fn probe_verdict(&mut self, now: Instant, bound: Duration) -> Option<Sickness> {
+    /// A turn that comes longer than `bound` after the previous one means the worker itself did
+    /// not run meanwhile (stopped, or the machine suspended), and neither did its probe thread:
+    /// silence and stalls count again from now.
+    fn note_turn(&mut self, now: Instant, bound: Duration) {
+        if self
+            .last_check
+            .is_some_and(|last| now.saturating_since(last) > bound)
+        {
+            self.awake_since = now;
+            self.wal.reset();
+        }
+        self.last_check = Some(now);
+    }
+
+    /// A probe that was never answered may be unable to reach this server at all: said once,
+    /// with the target.
+    fn warn_if_never_answered(&mut self, now: Instant) {
+        let Some(probe) = self.probe.as_ref() else {
+            return;
+        };
+        if !probe.answered_once.load(Ordering::SeqCst)
+            && !self.warned_never_answered
+            && now.saturating_since(self.started) > NEVER_ANSWERED_WARNING
+        {
+            self.warned_never_answered = true;
+            pgrx::warning!(
+                "pg_leader: the health probe got no answer from {} since the worker started; it detects nothing until it does",
+                self.target.as_ref().map_or(String::new(), |t| t.to_string())
+            );
+        }
+    }
+
+    fn probe_verdict(&self, now: Instant, bound: Duration) -> Option<Sickness> {
         let probe = self.probe.as_ref()?;
         // Silence counts only once the probe was answered: before that it may be our own
         // (a listen address the probe cannot reach), and a server that never leads because of
-        // it would be worse than a probe that detects nothing. Said once, with the target.
+        // it would be worse than a probe that detects nothing.
         if !probe.answered_once.load(Ordering::SeqCst) {
-            if !self.warned_never_answered
-                && now.saturating_since(self.started) > NEVER_ANSWERED_WARNING
-            {
-                self.warned_never_answered = true;
-                pgrx::warning!(
-                    "pg_leader: the health probe got no answer from {} since the worker started; it detects nothing until it does",
-                    self.target.as_ref().map_or(String::new(), |t| t.to_string())
-                );
-            }
             return None;
         }
-        probe_silence(now, probe.unanswered_since.load(Ordering::SeqCst), bound)
+        let since = probe.unanswered_since.load(Ordering::SeqCst);
+        // 0: answered.
+        let counted_from = if since == 0 {
+            0
+        } else {
+            since.max(self.awake_since.as_micros())
+        };
+        probe_silence(now, counted_from, bound)
     }
 
     fn wal_verdict(&mut self, now: Instant, bound: Duration) -> Option<Sickness> {
@@ -567,16 +606,71 @@ mod tests {
         assert!(!wal_pending(0x3000000, 0x3000060));
     }
 
-    #[test]
-    fn health_reports_a_change_once_and_recovery_once() {
-        let mut health = Health {
-            probe: None,
+    fn health_at(start: Instant, probe: Option<Arc<ProbeState>>) -> Health {
+        Health {
+            probe,
             target: None,
-            started: at(0),
+            started: start,
+            last_check: None,
+            awake_since: start,
             warned_never_answered: false,
             wal: WalStall::default(),
             current: None,
-        };
+        }
+    }
+
+    #[test]
+    fn silence_while_the_worker_itself_was_stopped_does_not_count() {
+        let state = Arc::new(ProbeState::default());
+        state.answered_once.store(true, Ordering::SeqCst);
+        let mut health = health_at(at(0), Some(state.clone()));
+        health.note_turn(at(100), BOUND);
+        // A probe left at 150 ms; the whole process was stopped from 160 ms to 5 s.
+        state
+            .unanswered_since
+            .store(at(150).as_micros(), Ordering::SeqCst);
+        health.note_turn(at(160), BOUND);
+        health.note_turn(at(5000), BOUND);
+        assert_eq!(health.probe_verdict(at(5000), BOUND), None);
+        health.note_turn(at(5100), BOUND);
+        assert_eq!(health.probe_verdict(at(5100), BOUND), None);
+        // Still unanswered half an election timeout after the worker ran again: sick.
+        health.note_turn(at(5200), BOUND);
+        health.note_turn(at(5300), BOUND);
+        health.note_turn(at(5400), BOUND);
+        health.note_turn(at(5501), BOUND);
+        assert_eq!(
+            health.probe_verdict(at(5501), BOUND),
+            Some(Sickness::NoAnswer {
+                silent: Duration::from_millis(501)
+            })
+        );
+    }
+
+    #[test]
+    fn silence_counts_only_after_the_first_answer() {
+        let state = Arc::new(ProbeState::default());
+        state
+            .unanswered_since
+            .store(at(0).as_micros(), Ordering::SeqCst);
+        let mut health = health_at(at(0), Some(state.clone()));
+        health.note_turn(at(100), BOUND);
+        health.note_turn(at(200), BOUND);
+        assert_eq!(health.probe_verdict(at(200), BOUND), None);
+        // It answered once; the next probe (at 100 ms) is still unanswered at 700 ms.
+        state.answered_once.store(true, Ordering::SeqCst);
+        state
+            .unanswered_since
+            .store(at(100).as_micros(), Ordering::SeqCst);
+        for ms in [300, 400, 500, 600, 700] {
+            health.note_turn(at(ms), BOUND);
+        }
+        assert!(health.probe_verdict(at(700), BOUND).is_some());
+    }
+
+    #[test]
+    fn health_reports_a_change_once_and_recovery_once() {
+        let mut health = health_at(at(0), None);
         let silent = |ms| Sickness::NoAnswer {
             silent: Duration::from_millis(ms),
         };
