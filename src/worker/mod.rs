@@ -3,6 +3,7 @@
 //! -> publish -> send -> log.
 
 mod going_away;
+mod health;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -147,6 +148,8 @@ struct Node {
     /// The configuration `pg_leader.peers` asks for, after a reload changed it: the leader
     /// moves the cluster there one server at a time.
     peers_target: Option<Membership>,
+    /// Whether this server's PostgreSQL can serve (`health`).
+    health: crate::postgres::health::Health,
 }
 
 #[pg_guard]
@@ -365,6 +368,7 @@ impl Node {
             yielded: false,
             rejoin_blocked: None,
             rejoin_launched: false,
+            health: crate::postgres::health::Health::start(),
         };
         node.report_earlier_rejoin();
         node.process_ready();
@@ -405,6 +409,7 @@ impl Node {
             self.drive_change();
             self.drive_peers_target();
             self.run_role_hook();
+            self.follow_health();
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
             self.raft
                 .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
@@ -574,7 +579,6 @@ impl Node {
         }) {
             self.last_cause = cause.as_str();
         }
-        self.settle_yield();
         // The history first: a lease is on record before any session can act on it, so a
         // worker stopped between the two never leaves a lease in use that the record lacks.
         self.record_history(&ready);
@@ -607,6 +611,8 @@ impl Node {
             (Role::Follower, Some(l)) => self.hook.observe("follower", status.term.0, l.0),
             _ => {}
         }
+        // Last: it may run the core again (a server that yields), with this Ready all handled.
+        self.settle_yield();
     }
 
     /// Starts, reaps and logs the `pg_leader.on_role_change` command.
@@ -763,9 +769,11 @@ impl Node {
                 .map(|d| d.as_micros()),
         );
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
-        let error = status
-            .not_preferred
-            .map(|r| r.to_string())
+        let error = self
+            .health
+            .sickness()
+            .map(|s| s.to_string())
+            .or_else(|| status.not_preferred.map(|r| r.to_string()))
             .or_else(|| self.database_note.clone());
         p.set_error(error.as_deref());
         // SAFETY: getpid cannot fail.
@@ -843,25 +851,7 @@ impl Node {
             Ok(peers) if peers == self.settings.peers => {}
             _ => self.reload_peers(&peers_text),
         }
-        let can_lead = self.may_lead();
-        if can_lead != self.raft.config().can_lead {
-            self.raft.set_can_lead(can_lead);
-            pgrx::log!(
-                "pg_leader: this server {} lead",
-                if can_lead { "may" } else { "will never" }
-            );
-            if !can_lead && self.raft.role() == Role::Leader {
-                match self.raft.hand_over(boottime_now()) {
-                    Ok(target) => pgrx::log!(
-                        "pg_leader: handing leadership to node {target}: pg_leader.can_be_leader is off"
-                    ),
-                    Err(e) => pgrx::warning!(
-                        "pg_leader: pg_leader.can_be_leader is off, but leadership cannot be handed over yet: {e}"
-                    ),
-                }
-                self.process_ready();
-            }
-        }
+        self.follow_can_lead();
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
         if (heartbeat, election)
@@ -1036,7 +1026,7 @@ impl Node {
             _ => {
                 self.yield_pending = false;
                 self.yielded = true;
-                self.raft.set_can_lead(false);
+                self.follow_can_lead();
                 pgrx::log!(
                     "pg_leader: this primary handed leadership to a standby: it offers no more to lead until it is rebuilt as a standby"
                 );
@@ -1091,7 +1081,7 @@ impl Node {
         if self.yielded && local.wal.in_recovery {
             // Rebuilt as a standby: it may lead again, as any standby.
             self.yielded = false;
-            self.raft.set_can_lead(self.may_lead());
+            self.follow_can_lead();
         }
         let turn = self.failover.drive(&self.raft, &local, may_promote);
         let status = self.raft.status();
@@ -1119,7 +1109,7 @@ impl Node {
             if !self.yielded {
                 // A former primary must not lead again: its data forked from the leader's.
                 self.yielded = true;
-                self.raft.set_can_lead(false);
+                self.follow_can_lead();
             }
             self.rejoin(due);
         }

@@ -549,7 +549,10 @@ impl Raft {
 
     /// The target of this leader's handover, in any phase (TimeoutNow sent included).
     pub fn transfer_target(&self) -> Option<NodeId> {
-        self.leader.as_ref().and_then(|l| l.transfer).map(|t| t.target)
+        self.leader
+            .as_ref()
+            .and_then(|l| l.transfer)
+            .map(|t| t.target)
     }
 
     /// When this leader was elected.

@@ -550,7 +550,11 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
     c.with_node(1, |r, _| r.set_can_lead(false));
     c.elect(2);
     c.advance_ms(2 * HEARTBEAT_MS);
-    assert_eq!(c.node(2).live_primary(), None, "a yielded primary is no live primary");
+    assert_eq!(
+        c.node(2).live_primary(),
+        None,
+        "a yielded primary is no live primary"
+    );
     c.with_node(1, |r, _| r.set_can_lead(true));
     c.advance_ms(HEARTBEAT_MS);
     // Node 2 hands over to it at once; before that it knew it lives.
@@ -558,5 +562,9 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
     c.isolate(1);
     c.advance_ms(3 * ELECTION_MS);
     let l = leader(&c).expect("a leader among 2 and 3");
-    assert_eq!(c.node(l).live_primary(), None, "a silent primary is not live");
+    assert_eq!(
+        c.node(l).live_primary(),
+        None,
+        "a silent primary is not live"
+    );
 }
