@@ -19,10 +19,9 @@
 //! - **The WAL stall check**, on the main thread: on a server out of recovery, WAL inserted but
 //!   not flushed while the flush position stands still means WAL writes hang (a stuck disk, an
 //!   I/O error retried for ever). Failing WAL writes (a full or read-only `pg_wal`) PANIC, and the
-//!   crash-restart that follows is `worker::going_away`'s. An idle server can leave a record
-//!   unflushed until its WAL writer next wakes, so the check asks the WAL writer to flush what is
-//!   inserted (`XLogSetAsyncXactLSN`, as an asynchronous commit does) and allows it two
-//!   `wal_writer_delay`s.
+//!   crash-restart that follows is `worker::going_away`'s. A healthy server leaves at most its
+//!   last, partial page unflushed (`wal_pending`), and its WAL writer needs up to
+//!   `wal_writer_delay` for the rest: the check allows two.
 
 use crate::clock::boottime_now;
 use pg_leader_raft::{Duration, Instant};
@@ -45,9 +44,8 @@ const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// be unable to reach this server at all (see `Health::check`).
 const NEVER_ANSWERED_WARNING: Duration = Duration(10_000_000);
 
-/// `XLOG_BLCKSZ` and `SizeOfXLogLongPHD` (the header of a segment's first page).
+/// `XLOG_BLCKSZ`.
 const WAL_PAGE: u64 = pg_sys::XLOG_BLCKSZ as u64;
-const WAL_LONG_PAGE_HEADER: u64 = 40;
 
 /// Why this server's PostgreSQL cannot serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,13 +243,15 @@ fn probe_silence(now: Instant, unanswered_since_us: u64, bound: Duration) -> Opt
     (silent > bound).then_some(Sickness::NoAnswer { silent })
 }
 
-/// Whether WAL is inserted that no flush has reached. The insert position of an idle server
-/// whose last record ended on a page boundary points past the next page's header, which no flush
-/// reaches before another record comes: a gap no longer than a page header after a flush on a
-/// page boundary is no pending WAL (a real record adds at least its own 24-byte header).
+/// Whether more WAL is inserted than a healthy server leaves unflushed. Its WAL writer flushes
+/// every complete page within `wal_writer_delay`, and commits flush their own records; only the
+/// last, partial page may wait for the next record (the insert position of an idle server even
+/// points past the next page's header). More than two pages behind is pending WAL. (Asking the
+/// WAL writer to flush up to the insert position is no way to find out: that position is
+/// reserved, not necessarily copied into the buffers yet, and a flush request beyond what is
+/// copied makes the WAL writer PANIC.)
 fn wal_pending(written: u64, flushed: u64) -> bool {
-    written > flushed
-        && !(flushed.is_multiple_of(WAL_PAGE) && written - flushed <= WAL_LONG_PAGE_HEADER)
+    written > flushed && written - flushed > 2 * WAL_PAGE
 }
 
 /// Watches the flush position while WAL is pending.
@@ -446,7 +446,7 @@ impl Health {
 
     fn wal_verdict(&mut self, now: Instant, bound: Duration) -> Option<Sickness> {
         // SAFETY: these read XLogCtl under its spinlocks, as any process attached to shared
-        // memory may; XLogSetAsyncXactLSN only raises a position and sets the WAL writer's latch.
+        // memory may.
         unsafe {
             if pg_sys::RecoveryInProgress() {
                 self.wal.reset();
@@ -458,7 +458,6 @@ impl Health {
                 self.wal.reset();
                 return None;
             }
-            pg_sys::XLogSetAsyncXactLSN(written);
             let bound = bound.max(Duration::from_millis(2 * wal_writer_delay_ms()));
             self.wal.observe(now, written, flushed, bound)
         }
@@ -559,13 +558,13 @@ mod tests {
     #[test]
     fn wal_flush_standing_still_behind_the_insert_position_is_a_stall() {
         let mut wal = WalStall::default();
-        assert_eq!(wal.observe(at(0), 0x3001000, 0x3000060, BOUND), None);
-        assert_eq!(wal.observe(at(500), 0x3001000, 0x3000060, BOUND), None);
+        assert_eq!(wal.observe(at(0), 0x3008000, 0x3000060, BOUND), None);
+        assert_eq!(wal.observe(at(500), 0x3008000, 0x3000060, BOUND), None);
         assert_eq!(
-            wal.observe(at(600), 0x3001000, 0x3000060, BOUND),
+            wal.observe(at(600), 0x3008000, 0x3000060, BOUND),
             Some(Sickness::WalStalled {
                 flushed: 0x3000060,
-                written: 0x3001000,
+                written: 0x3008000,
                 stuck: Duration::from_millis(600)
             })
         );
@@ -596,14 +595,16 @@ mod tests {
     }
 
     #[test]
-    fn an_insert_position_past_the_next_page_header_is_nothing_pending() {
+    fn a_partial_page_or_two_unflushed_is_nothing_pending() {
         // An idle server whose last record ended on a page boundary.
         assert!(!wal_pending(0x3002000 + 24, 0x3002000));
         assert!(!wal_pending(0x4000000 + 40, 0x4000000));
-        // A record on the new page: its own header at least.
-        assert!(wal_pending(0x3002000 + 24 + 24, 0x3002000));
-        assert!(wal_pending(0x3001ff0 + 24, 0x3001ff0));
+        // A partial page waiting for the next record.
+        assert!(!wal_pending(0x3001ff0 + 24, 0x3001ff0));
+        assert!(!wal_pending(0x3000000 + 2 * 8192, 0x3000000));
         assert!(!wal_pending(0x3000000, 0x3000060));
+        // More than two pages behind.
+        assert!(wal_pending(0x3000000 + 2 * 8192 + 1, 0x3000000));
     }
 
     fn health_at(start: Instant, probe: Option<Arc<ProbeState>>) -> Health {
