@@ -53,6 +53,14 @@ impl History {
         }
     }
 
+    /// Records a change in the health of this server's PostgreSQL (`postgres::health`), with
+    /// the role and lease it found.
+    pub fn health_changed(&mut self, now: Instant, status: &Status, cause: &str) {
+        let lease = status.lease_deadline.map_or(0, |d| d.as_micros());
+        self.last_lease_until = lease;
+        self.append(now, status, lease, cause);
+    }
+
     /// Records that the lease ended here, before its deadline: a leader whose server is going
     /// away gave it up (`worker::going_away`).
     pub fn lease_given_up(&mut self, now: Instant, status: &Status, cause: &str) {

@@ -33,8 +33,8 @@ cleanup() {
   kill $(jobs -p) 2>/dev/null
   cluster heal >/dev/null 2>&1
   for i in 1 2 3; do cluster resume "$i" >/dev/null 2>&1; done
+  [ -n "${KEEP_OUTPUT:-}" ] && cp -r "$OUT" "$KEEP_OUTPUT" && cp "$WORK"/n*.log "$KEEP_OUTPUT"/
   cluster down >/dev/null 2>&1
-  [ -n "${KEEP_OUTPUT:-}" ] && cp -r "$OUT" "$KEEP_OUTPUT"
   rm -rf "$OUT" "$STOP_FILE"
   cluster_cleanup
 }

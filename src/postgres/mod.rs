@@ -1,4 +1,5 @@
-//! What pg_leader does to PostgreSQL itself.
+//! What pg_leader does to, and learns from, the local PostgreSQL.
 
 pub mod failover;
+pub mod health;
 pub mod rejoin;

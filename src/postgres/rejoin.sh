@@ -280,6 +280,19 @@ if [ -n "$("$BINDIR/postgres" -D "$PGDATA_DIR" -C restore_command 2>/dev/null 9>
   REWIND+=(--restore-target-wal)
 fi
 
+# A standby promoted a moment ago still has its old timeline in its control file until its next
+# checkpoint (PostgreSQL does not wait for one on promotion), and pg_rewind reads the timeline
+# there: without a checkpoint it would find no divergence, or the wrong one.
+checkpoint_source() {
+  [ -x "$BINDIR/psql" ] || return 0
+  log "CHECKPOINT on the source, so that its control file names its current timeline"
+  "$BINDIR/psql" -X -q -d "$SOURCE" -c CHECKPOINT 2>&1 9>&- || log "the CHECKPOINT on the source failed; pg_rewind decides"
+}
+
+if [ "$step" = saved ] || [ "$step" = checked ]; then
+  checkpoint_source
+fi
+
 if [ "$step" = saved ]; then
   log "pg_rewind --dry-run from '$SOURCE'"
   if ! out=$(timeout "$DRY_RUN_TIMEOUT" "${REWIND[@]}" --dry-run 2>&1 9>&-); then

@@ -3,6 +3,7 @@
 //! -> publish -> send -> log.
 
 mod going_away;
+mod health;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -125,6 +126,11 @@ struct Node {
     /// promoted rather than handing back.
     yield_pending: bool,
     yielded: bool,
+    /// Why this server will not rejoin by itself (a refused or failed rejoin, or pg_rewind not
+    /// possible here): reported, never retried for the same leader and term.
+    rejoin_blocked: Option<(u32, u64, String)>,
+    /// A rejoin launched by this worker (the server stops within seconds).
+    rejoin_launched: bool,
     history: History,
     /// The last transfer request answered.
     transfer_answered: u64,
@@ -142,6 +148,8 @@ struct Node {
     /// The configuration `pg_leader.peers` asks for, after a reload changed it: the leader
     /// moves the cluster there one server at a time.
     peers_target: Option<Membership>,
+    /// Whether this server's PostgreSQL can serve (`health`).
+    health: crate::postgres::health::Health,
 }
 
 #[pg_guard]
@@ -358,7 +366,11 @@ impl Node {
             database_note: None,
             yield_pending: false,
             yielded: false,
+            rejoin_blocked: None,
+            rejoin_launched: false,
+            health: crate::postgres::health::Health::start(),
         };
+        node.report_earlier_rejoin();
         node.process_ready();
         // Published as a follower: a lease a previous worker of this server gave up on its way
         // out cannot come back through this one.
@@ -397,6 +409,7 @@ impl Node {
             self.drive_change();
             self.drive_peers_target();
             self.run_role_hook();
+            self.follow_health();
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
             self.raft
                 .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
@@ -566,7 +579,6 @@ impl Node {
         }) {
             self.last_cause = cause.as_str();
         }
-        self.settle_yield();
         // The history first: a lease is on record before any session can act on it, so a
         // worker stopped between the two never leaves a lease in use that the record lacks.
         self.record_history(&ready);
@@ -599,6 +611,8 @@ impl Node {
             (Role::Follower, Some(l)) => self.hook.observe("follower", status.term.0, l.0),
             _ => {}
         }
+        // Last: it may run the core again (a server that yields), with this Ready all handled.
+        self.settle_yield();
     }
 
     /// Starts, reaps and logs the `pg_leader.on_role_change` command.
@@ -755,9 +769,11 @@ impl Node {
                 .map(|d| d.as_micros()),
         );
         p.last_leader_contact_us = status.last_leader_contact.map_or(0, |t| t.as_micros());
-        let error = status
-            .not_preferred
-            .map(|r| r.to_string())
+        let error = self
+            .health
+            .sickness()
+            .map(|s| s.to_string())
+            .or_else(|| status.not_preferred.map(|r| r.to_string()))
             .or_else(|| self.database_note.clone());
         p.set_error(error.as_deref());
         // SAFETY: getpid cannot fail.
@@ -835,25 +851,7 @@ impl Node {
             Ok(peers) if peers == self.settings.peers => {}
             _ => self.reload_peers(&peers_text),
         }
-        let can_lead = self.may_lead();
-        if can_lead != self.raft.config().can_lead {
-            self.raft.set_can_lead(can_lead);
-            pgrx::log!(
-                "pg_leader: this server {} lead",
-                if can_lead { "may" } else { "will never" }
-            );
-            if !can_lead && self.raft.role() == Role::Leader {
-                match self.raft.hand_over(boottime_now()) {
-                    Ok(target) => pgrx::log!(
-                        "pg_leader: handing leadership to node {target}: pg_leader.can_be_leader is off"
-                    ),
-                    Err(e) => pgrx::warning!(
-                        "pg_leader: pg_leader.can_be_leader is off, but leadership cannot be handed over yet: {e}"
-                    ),
-                }
-                self.process_ready();
-            }
-        }
+        self.follow_can_lead();
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
         if (heartbeat, election)
@@ -1023,12 +1021,12 @@ impl Node {
             return;
         }
         match self.raft.role() {
-            Role::Leader if self.raft.transfer_pending() => {}
+            Role::Leader if self.raft.transfer_target().is_some() => {}
             Role::Leader => self.yield_pending = false,
             _ => {
                 self.yield_pending = false;
                 self.yielded = true;
-                self.raft.set_can_lead(false);
+                self.follow_can_lead();
                 pgrx::log!(
                     "pg_leader: this primary handed leadership to a standby: it offers no more to lead until it is rebuilt as a standby"
                 );
@@ -1083,7 +1081,7 @@ impl Node {
         if self.yielded && local.wal.in_recovery {
             // Rebuilt as a standby: it may lead again, as any standby.
             self.yielded = false;
-            self.raft.set_can_lead(self.may_lead());
+            self.follow_can_lead();
         }
         let turn = self.failover.drive(&self.raft, &local, may_promote);
         let status = self.raft.status();
@@ -1107,11 +1105,29 @@ impl Node {
             }
             None => {}
         }
+        if let Some(due) = &turn.rejoin {
+            if !self.yielded {
+                // A former primary must not lead again: its data forked from the leader's.
+                self.yielded = true;
+                self.follow_can_lead();
+            }
+            self.rejoin(due);
+        }
         let note = match &turn.rejoin {
-            Some(due) => Some(format!(
-                "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind)",
-                due.leader
-            )),
+            Some(due) => Some(match &self.rejoin_blocked {
+                Some((_, _, why)) => format!(
+                    "former primary: node {} leads on a newer timeline; rejoin refused: {why}",
+                    due.leader
+                ),
+                None if self.rejoin_launched => format!(
+                    "former primary: rejoining as a standby of node {} (pg_rewind)",
+                    due.leader
+                ),
+                None => format!(
+                    "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind): pg_leader.auto_rejoin is off",
+                    due.leader
+                ),
+            }),
             None => turn.note.clone(),
         };
         if note != self.database_note {
@@ -1120,6 +1136,83 @@ impl Node {
             }
             self.database_note = note;
             self.publish();
+        }
+    }
+
+    /// A former primary rebuilds itself as a standby of the leader (`postgres::rejoin`), with
+    /// `pg_leader.auto_rejoin` on; once, not again for a leader and term that were refused.
+    fn rejoin(&mut self, due: &crate::postgres::failover::RejoinDue) {
+        use crate::postgres::rejoin;
+        if !crate::settings::AUTO_REJOIN.get() || self.rejoin_launched {
+            return;
+        }
+        let leader = due.leader.0;
+        if self
+            .rejoin_blocked
+            .as_ref()
+            .is_some_and(|(l, t, _)| *l == leader && *t == due.term)
+        {
+            return;
+        }
+        let plan = rejoin::RejoinPlan {
+            term: due.term,
+            leader,
+            source_conninfo: due.source_conninfo.clone(),
+            node_id: self.settings.node_id,
+        };
+        match rejoin::possible().and_then(|()| rejoin::start(&plan)) {
+            Ok(()) => {
+                self.rejoin_launched = true;
+                pgrx::log!(
+                    "pg_leader: former primary: rejoining as a standby of node {leader}, the leader of term {}: this server stops for pg_rewind and restarts in recovery",
+                    due.term
+                );
+                let status = self.raft.status();
+                self.history.action(
+                    boottime_now(),
+                    &status,
+                    &format!("rejoin from node {leader} (former primary)"),
+                );
+            }
+            Err(why) => {
+                pgrx::warning!("pg_leader: former primary: no rejoin with node {leader}: {why}");
+                self.rejoin_blocked = Some((leader, due.term, why));
+            }
+        }
+    }
+
+    /// What a rejoin before this worker's start left behind (`postgres::rejoin`).
+    fn report_earlier_rejoin(&mut self) {
+        use crate::postgres::rejoin::{on_worker_start, RejoinOutcome};
+        let status = self.raft.status();
+        match on_worker_start(&self.settings.state_dir) {
+            Some(RejoinOutcome::Done { term, leader }) => {
+                let leader = leader.unwrap_or(0);
+                pgrx::log!(
+                    "pg_leader: rejoined as a standby of node {leader} (term {})",
+                    term.unwrap_or(0)
+                );
+                self.history.action(
+                    boottime_now(),
+                    &status,
+                    &format!("rejoined as standby of node {leader}"),
+                );
+            }
+            Some(RejoinOutcome::Refused {
+                term,
+                leader,
+                reason,
+            }) => {
+                pgrx::warning!("pg_leader: an earlier rejoin was refused: {reason}");
+                self.rejoin_blocked = Some((leader.unwrap_or(0), term.unwrap_or(0), reason));
+            }
+            Some(RejoinOutcome::Failed { reason }) => {
+                pgrx::warning!("pg_leader: an earlier rejoin failed: {reason}");
+                self.rejoin_blocked = Some((0, 0, reason));
+                self.rejoin_launched = true;
+            }
+            Some(RejoinOutcome::InProgress { running: true, .. }) => self.rejoin_launched = true,
+            Some(RejoinOutcome::InProgress { running: false, .. }) | None => {}
         }
     }
 

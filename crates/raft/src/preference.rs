@@ -99,13 +99,22 @@ pub fn assess(
 }
 
 /// Does a voter at `voter` refuse a candidate at `candidate` (with the same Raft log) for its
-/// WAL? Only when the candidate is behind on their common timeline, and never a primary by a
-/// standby: a standby's WAL all came from its primary, and a position that looks ahead only
+/// WAL? When the candidate is a primary on an older timeline (a former primary), and when it is
+/// behind on their common timeline, but then never a primary by a standby: a standby's WAL all came from its primary, and a position that looks ahead only
 /// means that the primary wrote more after it sent its request. Refusing there would keep a
 /// primary that writes steadily from ever being elected by its standbys.
 pub fn refuses_for_wal(candidate: &WalPosition, voter: &WalPosition) -> bool {
+    // A primary on an older timeline than the voter's is a former primary: a newer primary was
+    // promoted since, and whatever it wrote on its own timeline is not on the candidate's.
+    // Elected, it would be writable again on a dead timeline (and lose the newer primary's
+    // commits). Whatever its position, it is refused.
+    let former_primary = candidate.known()
+        && voter.known()
+        && !candidate.in_recovery
+        && candidate.system == voter.system
+        && candidate.timeline < voter.timeline;
     let primary_asks_standby = !candidate.in_recovery && voter.in_recovery;
-    candidate.is_behind(voter) && !primary_asks_standby
+    former_primary || (candidate.is_behind(voter) && !primary_asks_standby)
 }
 
 /// A follower the leader might hand over to: its last reported position, and the leader's own
@@ -387,6 +396,11 @@ mod tests {
             (primary(1, 100), primary(1, 110), true),
             (standby(1, 100), primary(1, 110), true),
             (standby(2, 100), standby(1, 110), false),
+            // A former primary: refused on any position, by standbys and primaries alike.
+            (primary(1, 500), standby(2, 100), true),
+            (primary(1, 500), primary(2, 100), true),
+            (primary(2, 500), standby(2, 100), false),
+            (standby(1, 500), standby(2, 100), false),
         ];
         for (candidate, voter, refused) in cases {
             assert_eq!(

@@ -547,6 +547,14 @@ impl Raft {
         })
     }
 
+    /// The target of this leader's handover, in any phase (TimeoutNow sent included).
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.leader
+            .as_ref()
+            .and_then(|l| l.transfer)
+            .map(|t| t.target)
+    }
+
     /// When this leader was elected.
     pub fn leader_since(&self) -> Option<Instant> {
         self.leader.as_ref().map(|l| l.since)

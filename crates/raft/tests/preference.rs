@@ -83,11 +83,22 @@ fn no_handover_to_a_former_primary_on_an_older_timeline() {
 }
 
 #[test]
-fn a_former_primary_that_leads_hands_over_to_the_primary_of_the_newest_timeline() {
+fn a_former_primary_is_never_elected_and_the_primary_of_the_newest_timeline_leads() {
     let mut c = TestCluster::new(3);
     place(&mut c, &[primary(1, 900), standby(2, 100), primary(2, 120)]);
-    c.elect(1);
-    c.advance_ms(3 * HEARTBEAT_MS);
+    // Only node 2 can answer: its vote alone would elect node 1.
+    c.isolate(3);
+    for _ in 0..20 {
+        c.advance_ms(ELECTION_MS / 2);
+        c.with_node(1, |r, now| r.campaign(now));
+        assert_ne!(
+            c.node(1).role(),
+            Role::Leader,
+            "refused, whatever WAL it holds"
+        );
+    }
+    c.heal();
+    c.advance_ms(5 * ELECTION_MS);
     assert_eq!(leader(&c), Some(3));
     c.advance_ms(5 * ELECTION_MS);
     assert_eq!(leader(&c), Some(3), "and never attracts leadership back");
@@ -550,7 +561,11 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
     c.with_node(1, |r, _| r.set_can_lead(false));
     c.elect(2);
     c.advance_ms(2 * HEARTBEAT_MS);
-    assert_eq!(c.node(2).live_primary(), None, "a yielded primary is no live primary");
+    assert_eq!(
+        c.node(2).live_primary(),
+        None,
+        "a yielded primary is no live primary"
+    );
     c.with_node(1, |r, _| r.set_can_lead(true));
     c.advance_ms(HEARTBEAT_MS);
     // Node 2 hands over to it at once; before that it knew it lives.
@@ -558,5 +573,9 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
     c.isolate(1);
     c.advance_ms(3 * ELECTION_MS);
     let l = leader(&c).expect("a leader among 2 and 3");
-    assert_eq!(c.node(l).live_primary(), None, "a silent primary is not live");
+    assert_eq!(
+        c.node(l).live_primary(),
+        None,
+        "a silent primary is not live"
+    );
 }
