@@ -102,6 +102,7 @@ def main():
     lines, versions = [], []
     for name in a.systems.split(","):
         system = makers[name]()
+        system.evidence_dir = a.out
         load_before = os.getloadavg()[0]
         try:
             system.ensure_healthy()

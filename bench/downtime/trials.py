@@ -71,7 +71,6 @@ def summary(ms):
 
 
 def measure(system, fault, trials, minimum, budget_s, out, give_up):
-    system.evidence_dir = out
     path = os.path.join(out, f"downtime-{system.name}-{fault}.csv")
     fields = ["system", "fault", "trial", "node", "ms", "restored_port", "failed_attempts", "acked", "lost", "note", "build"]
     started = time.monotonic()

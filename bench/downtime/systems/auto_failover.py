@@ -15,6 +15,7 @@ class AutoFailover(System):
     name = "pg_auto_failover"
     ports = [58101, 58102, 58103]
     monitor_port = 58100
+    helper_logs = ("monitor",)
     deadline_s = 150
     repair_s = 180
 
@@ -54,7 +55,7 @@ class AutoFailover(System):
         self.spawned.start("monitor", ["pg_autoctl", "create", "monitor", "--pgdata", f"{self.dir}/monitor",
                                        "--pgport", str(self.monitor_port), *common, "--run"],
                            f"{self.dir}/monitor.log", self.env)
-        wait_until("pg_auto_failover monitor up", 90, lambda: self.states() is not None)
+        wait_until("pg_auto_failover monitor up", 180, lambda: self.states() is not None)
         for node in (1, 2, 3):
             self.spawned.start(self.agent_key(node), [
                 "pg_autoctl", "create", "postgres", "--pgdata", self.data_dir(node), "--pgport",

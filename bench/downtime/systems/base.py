@@ -61,19 +61,23 @@ class System:
     def versions(self):
         return ""
 
-    evidence_dir = None  # where the logs of a failed repair are kept (the results folder)
+    evidence_dir = None  # where the logs of a failed repair or creation are kept (the results folder)
+    helper_logs = ()  # the logs of the programs beside the nodes (a store, a monitor)
 
-    def keep_evidence(self, node):
-        """Keeps the killed node's log when the repair failed, before the rebuild removes it."""
-        log_file = self.log_file(node)
-        if not self.evidence_dir or not log_file or not os.path.exists(log_file):
+    def keep_logs(self, what, names):
+        """Keeps the last lines of these logs before a rebuild removes them."""
+        if not self.evidence_dir:
             return
         folder = os.path.join(self.evidence_dir, "repair-failures")
-        os.makedirs(folder, exist_ok=True)
-        dest = os.path.join(folder, f"{self.name}-{time.strftime('%H%M%S')}-node{node}.log")
-        with open(log_file, "rb") as src, open(dest, "wb") as out:
-            out.write(b"".join(src.readlines()[-300:]))
-        log(f"  the last lines of node {node}'s log: {dest}")
+        for name in names:
+            path = self.log_file(name) if isinstance(name, int) else f"{self.dir}/{name}.log"
+            if not path or not os.path.exists(path):
+                continue
+            os.makedirs(folder, exist_ok=True)
+            dest = os.path.join(folder, f"{self.name}-{time.strftime('%H%M%S')}-{what}-{name}.log")
+            with open(path, "rb") as src, open(dest, "wb") as out:
+                out.write(b"".join(src.readlines()[-300:]))
+            log(f"  kept the last lines of {os.path.basename(path)}: {dest}")
 
     def log_file(self, node):
         return None
@@ -88,7 +92,7 @@ class System:
             except Exception as e:  # noqa: BLE001
                 reason = " ".join(str(e).split())
                 log(f"  {self.name}: not healthy after the repair ({reason}); building a fresh cluster")
-                self.keep_evidence(after_fault_on)
+                self.keep_logs("repair", [after_fault_on])
         elif self.created:
             try:
                 if self.healthy():
@@ -96,8 +100,12 @@ class System:
             except Exception:  # noqa: BLE001
                 pass
         self.destroy()
-        self.create()
-        wait_until(f"{self.name} healthy after creation", 180, self.healthy, step=0.5)
+        try:
+            self.create()
+            wait_until(f"{self.name} healthy after creation", 180, self.healthy, step=0.5)
+        except BaseException:
+            self.keep_logs("creation", [*self.helper_logs, 1, 2, 3])
+            raise
         port = self.primary_port()
         sql(port, "CREATE TABLE IF NOT EXISTS downtime_log (trial int, seq int, PRIMARY KEY (trial, seq))")
 

@@ -16,6 +16,7 @@ class Patroni(System):
     name = "patroni"
     ports = [58011, 58012, 58013]
     rest = [58008, 58009, 58010]
+    helper_logs = ("etcd",)
     deadline_s = 120
 
     def __init__(self, patroni_bin):
