@@ -134,7 +134,7 @@ fault_and_measure() {
 }
 
 echo "# start"
-cluster up --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" --set 'pg_leader.http_port = 0' >/dev/null ||
+cluster up --no-auto-failover --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" --set 'pg_leader.http_port = 0' >/dev/null ||
   { echo "FAILED - cluster up"; exit 1; }
 check "node 1, the primary, leads" wait_for 15 "node 1 to lead" leads 1
 sql 1 "CREATE TABLE filler (id bigint, pad text)" >/dev/null
