@@ -22,7 +22,9 @@ use crate::cluster::Cluster;
 use crate::database::SYSTEM;
 use crate::failover_checks::FailoverChecker;
 use crate::timelines::{Histories, HistoryId};
-use pg_leader_raft::{RandomSource, Role, SplitMix64, WalPosition};
+use pg_leader_raft::{
+    Entry, EntryData, LogIndex, RandomSource, Role, SplitMix64, Term, WalPosition,
+};
 
 /// WAL a primary writes per microsecond while it acknowledges commits.
 pub const WAL_PER_US: u64 = 1;
@@ -40,6 +42,27 @@ pub enum TimelineRule {
     /// The host first writes the history files of every timeline its core heard of, so that
     /// PostgreSQL picks one past the newest of those too.
     AboveHeard,
+    /// The leader first commits the timeline it will promote to in the Raft log (one past every
+    /// timeline it knows, heard of, or finds reserved in its log), and promotes to it once the
+    /// entry is committed. Every later leader has the entry (Leader Completeness, §5.4), so
+    /// picks a newer one, even if this promotion finishes only after a crash.
+    Reserved,
+}
+
+/// The command that reserves a timeline in the Raft log.
+const RESERVE: &[u8] = b"timeline:";
+
+/// The newest timeline reserved in a log.
+fn reserved_in(entries: &[Entry]) -> u32 {
+    entries
+        .iter()
+        .filter_map(|e| match &e.data {
+            EntryData::Command(bytes) => bytes.strip_prefix(RESERVE),
+            _ => None,
+        })
+        .filter_map(|rest| Some(u32::from_le_bytes(rest.try_into().ok()?)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the host does; each rule can be switched off to show that a check catches it.
@@ -100,6 +123,9 @@ pub struct Db {
     repoint: Option<(usize, u64)>,
     /// Until when (real time) its sessions saw a lease at the last step.
     lease_until: u64,
+    /// `TimelineRule::Reserved`: the term, log index (`u64::MAX` while the proposal is under
+    /// way) and timeline of its reservation.
+    reserved: Option<(Term, LogIndex, u32)>,
 }
 
 /// Counts of what the host did, for the report.
@@ -148,6 +174,7 @@ impl FailoverDatabases {
                 ship_lag: rng.uniform(200, 5_000),
                 repoint: None,
                 lease_until: 0,
+                reserved: None,
             })
             .collect();
         FailoverDatabases {
@@ -289,8 +316,8 @@ impl Cluster {
         let Some(mut f) = self.failover.take() else {
             return Ok(());
         };
-        let mut rejoined = Vec::new();
-        let outcome = self.failover_rules(&mut f, &mut rejoined);
+        let (mut rejoined, mut reserving) = (Vec::new(), Vec::new());
+        let outcome = self.failover_rules(&mut f, &mut rejoined, &mut reserving);
         for i in 0..f.dbs.len() {
             f.dbs[i].lease_until = self.sessions_lease_until(i);
         }
@@ -300,6 +327,26 @@ impl Cluster {
         for i in rejoined {
             self.start(i)?;
         }
+        for (i, term, timeline) in reserving {
+            self.reserve_timeline(i, term, timeline)?;
+        }
+        Ok(())
+    }
+
+    /// The leader `i` proposes the reservation of `timeline` in `term`.
+    fn reserve_timeline(&mut self, i: usize, term: Term, timeline: u32) -> Result<(), Violation> {
+        let set = |c: &mut Cluster, reserved| {
+            if let Some(f) = c.failover.as_mut() {
+                f.dbs[i].reserved = reserved;
+            }
+        };
+        // Marked under way first: the steps the proposal runs must not propose again.
+        set(self, Some((term, LogIndex(u64::MAX), timeline)));
+        let command = [RESERVE, &timeline.to_le_bytes()[..]].concat();
+        match self.act(i, |r, now| r.propose(command, now))? {
+            Some(Ok(index)) => set(self, Some((term, index, timeline))),
+            _ => set(self, None),
+        }
         Ok(())
     }
 
@@ -307,6 +354,7 @@ impl Cluster {
         &mut self,
         f: &mut FailoverDatabases,
         rejoined: &mut Vec<usize>,
+        reserving: &mut Vec<(usize, Term, u32)>,
     ) -> Result<(), Violation> {
         f.advance(self)?;
         for i in 0..f.dbs.len() {
@@ -316,14 +364,21 @@ impl Cluster {
             }
             let worker_runs = self.is_up(i) && self.nodes[i].paused_until <= self.now;
             if worker_runs && f.runs(self, i) {
-                self.host_acts(f, i)?;
+                if let Some(reservation) = self.host_acts(f, i)? {
+                    reserving.push(reservation);
+                }
             }
         }
         Ok(())
     }
 
-    /// What server `i`'s worker does with its database, from what its core knows.
-    fn host_acts(&mut self, f: &mut FailoverDatabases, i: usize) -> Result<(), Violation> {
+    /// What server `i`'s worker does with its database, from what its core knows. Returns the
+    /// timeline reservation to propose, if any (`TimelineRule::Reserved`).
+    fn host_acts(
+        &mut self,
+        f: &mut FailoverDatabases,
+        i: usize,
+    ) -> Result<Option<(usize, Term, u32)>, Violation> {
         let raft = self.nodes[i].raft.as_ref().expect("the worker runs");
         let (role, term, id) = (raft.role(), raft.term(), raft.id());
         let leader = raft
@@ -347,23 +402,42 @@ impl Cluster {
         match d.state {
             DbState::Standby { .. } if role == Role::Leader => {
                 let may = holds_lease || !f.rules.promote_needs_lease;
-                if may && d.replayed == d.flushed {
-                    f.checker.promotion_started(id, term, holds_lease)?;
-                    let delay = if f.rng.uniform(0, 10) == 0 {
-                        f.rng.uniform(500_000, 3_000_000)
-                    } else {
-                        f.rng.uniform(2_000, 300_000)
-                    };
-                    f.dbs[i].state = DbState::Promoting {
-                        done_at: self.now + delay,
-                        heard: heard_newest,
-                    };
-                    f.actions.promotions += 1;
-                    self.trace_failover(i, &format!("promotes in term {term}"));
+                if !may || d.replayed != d.flushed {
+                    return Ok(None);
                 }
+                let mut heard = heard_newest;
+                if f.rules.timeline == TimelineRule::Reserved {
+                    match d.reserved {
+                        Some((t, index, timeline)) if t == term => {
+                            if raft.log().committed() < index {
+                                return Ok(None);
+                            }
+                            heard = timeline - 1;
+                        }
+                        _ => {
+                            let known = f.histories.newest_known(d.history);
+                            let in_log = reserved_in(&self.nodes[i].disk.entries);
+                            let timeline = known.max(heard_newest).max(in_log) + 1;
+                            return Ok(Some((i, term, timeline)));
+                        }
+                    }
+                }
+                f.checker.promotion_started(id, term, holds_lease)?;
+                let delay = if f.rng.uniform(0, 10) == 0 {
+                    f.rng.uniform(500_000, 3_000_000)
+                } else {
+                    f.rng.uniform(2_000, 300_000)
+                };
+                f.dbs[i].state = DbState::Promoting {
+                    done_at: self.now + delay,
+                    heard,
+                };
+                f.dbs[i].reserved = None;
+                f.actions.promotions += 1;
+                self.trace_failover(i, &format!("promotes in term {term}"));
             }
             DbState::Standby { upstream } => {
-                let Some(l) = leader else { return Ok(()) };
+                let Some(l) = leader else { return Ok(None) };
                 let newer_primary =
                     leader_position.is_some_and(|w| !w.in_recovery && w.timeline > own_timeline);
                 if upstream == Some(l) {
@@ -374,7 +448,7 @@ impl Cluster {
                         f.actions.standby_rewinds += 1;
                         self.start_rejoin(f, i, l);
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 match d.repoint {
                     Some((to, at)) if to == l && at <= self.now => {
@@ -391,7 +465,7 @@ impl Cluster {
                 }
             }
             DbState::Primary => {
-                let Some(l) = leader else { return Ok(()) };
+                let Some(l) = leader else { return Ok(None) };
                 let newer_primary =
                     leader_position.is_some_and(|w| !w.in_recovery && w.timeline > own_timeline);
                 if role != Role::Leader && newer_primary {
@@ -401,7 +475,7 @@ impl Cluster {
             }
             DbState::Promoting { .. } | DbState::Rejoining { .. } => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// PostgreSQL leaves recovery once the promotion's time has come and it runs, whether or not
@@ -417,7 +491,7 @@ impl Cluster {
         let known = f.histories.newest_known(d.history);
         let timeline = match f.rules.timeline {
             TimelineRule::NextKnown => known + 1,
-            TimelineRule::AboveHeard => known.max(heard) + 1,
+            TimelineRule::AboveHeard | TimelineRule::Reserved => known.max(heard) + 1,
         };
         let history = f.histories.create(d.history, d.replayed, timeline, i)?;
         let d = &mut f.dbs[i];

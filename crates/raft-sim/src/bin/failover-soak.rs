@@ -2,12 +2,15 @@
 //! rebuilding the former primary) under faults and prints the figures.
 //!
 //!   failover-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
-//!                 [--election-timeout MS] [--fault-phase MS] [--timelines-above-heard]
+//!                 [--election-timeout MS] [--fault-phase MS]
+//!                 [--timelines-above-heard | --timelines-reserved]
 //!                 [--no-fence] [--promote-without-lease]
 //!   failover-soak --seed S [--trace]   replay one seed exactly (with the same options)
 //!
 //! `--timelines-above-heard`: before promoting, the host writes the history files of every
 //! timeline its core heard of, so that PostgreSQL picks a timeline past all of them;
+//! `--timelines-reserved`: the leader first commits the timeline it will promote to in the Raft
+//! log, one past any it knows of (see `TimelineRule`);
 //! `--no-fence` and `--promote-without-lease` break a host rule on purpose, to show that the
 //! checks catch it.
 
@@ -31,6 +34,10 @@ fn main() -> ExitCode {
             }
             "--timelines-above-heard" => {
                 options.rules.timeline = TimelineRule::AboveHeard;
+                true
+            }
+            "--timelines-reserved" => {
+                options.rules.timeline = TimelineRule::Reserved;
                 true
             }
             "--no-fence" => {
