@@ -228,7 +228,18 @@ fn fault_phase(
         c.run_until((c.now + step).min(end))?;
         c.failover_step()?;
         let target = c.rng.uniform(0, n as u64) as usize;
-        let fault = FailoverFault::ALL[c.rng.uniform(0, FailoverFault::ALL.len() as u64) as usize];
+        let mut fault =
+            FailoverFault::ALL[c.rng.uniform(0, FailoverFault::ALL.len() as u64) as usize];
+        // A promotion or a rebuild under way is a short window: aim at it more often.
+        let aim = c.rng.uniform(0, 3) == 0;
+        let f = model(c);
+        if aim {
+            if (0..n).any(|i| matches!(f.dbs[i].state, DbState::Promoting { .. })) {
+                fault = FailoverFault::CrashDuringPromotion;
+            } else if (0..n).any(|i| f.is_rejoining(i)) {
+                fault = FailoverFault::CrashDuringRejoin;
+            }
+        }
         let happened = inject(c, fault, target)?;
         if happened {
             report.faults += 1;
