@@ -114,6 +114,9 @@ pub struct FailoverReport {
     /// measured failover.
     pub lost_in_faults: u64,
     pub lost_in_failover: u64,
+    /// Of the lost ones, those acknowledged by a primary on a timeline a promotion had already
+    /// superseded.
+    pub superseded: u64,
     /// The primary's server killed on a calm network: to a new primary acknowledging commits,
     /// and from the old one's restart to (c) again.
     pub failover_us: u64,
@@ -178,6 +181,7 @@ fn run(
     report.rejoins = f.actions.rejoins;
     report.standby_rewinds = f.actions.standby_rewinds;
     report.promotions_interrupted = f.actions.promotions_interrupted;
+    report.superseded = f.commits_past_a_fork();
     Ok(report)
 }
 

@@ -22,6 +22,9 @@ pub struct FailoverSummary {
     pub lost_in_failover: u64,
     pub seeds_lost_in_failover: u64,
     pub lost_max: u64,
+    /// Commits acknowledged on a superseded timeline, and the seeds with any.
+    pub superseded: u64,
+    pub seeds_superseded: u64,
     pub converged_us_max: u64,
     pub failover_us: Vec<u64>,
     pub rejoin_us: Vec<u64>,
@@ -42,6 +45,8 @@ impl FailoverSummary {
         self.lost_in_failover += o.lost_in_failover;
         self.seeds_lost_in_failover += o.seeds_lost_in_failover;
         self.lost_max = self.lost_max.max(o.lost_max);
+        self.superseded += o.superseded;
+        self.seeds_superseded += o.seeds_superseded;
         self.converged_us_max = self.converged_us_max.max(o.converged_us_max);
         self.failover_us.extend(o.failover_us);
         self.rejoin_us.extend(o.rejoin_us);
@@ -75,6 +80,8 @@ impl FailoverSummary {
             lost_in_failover: r.lost_in_failover,
             seeds_lost_in_failover: u64::from(r.lost_in_failover > 0),
             lost_max: r.lost_in_faults + r.lost_in_failover,
+            superseded: r.superseded,
+            seeds_superseded: u64::from(r.superseded > 0),
             converged_us_max: r.converged_us,
             failover_us: vec![r.failover_us],
             rejoin_us: vec![r.rejoin_us],
@@ -122,6 +129,10 @@ impl FailoverSummary {
             self.lost_in_failover,
             self.seeds_lost_in_failover,
             self.lost_max
+        );
+        println!(
+            "  of which acknowledged on a timeline a promotion had already superseded: {} ({} seeds)",
+            self.superseded, self.seeds_superseded
         );
         println!(
             "worst time to one primary, leading, all others streaming from it, after faults stop  {:.1} ms",

@@ -73,6 +73,10 @@ pub struct HostRules {
     /// The leader promotes only while it holds the lease (else as soon as it leads).
     pub promote_needs_lease: bool,
     pub timeline: TimelineRule,
+    /// With `TimelineRule::Reserved`: a primary whose Raft log reserves a newer timeline than
+    /// its own (a promotion was decided) acknowledges no commit, lease or not: its timeline is
+    /// superseded and whatever it writes will be discarded by its rebuild.
+    pub fence_superseded: bool,
 }
 
 impl Default for HostRules {
@@ -81,6 +85,7 @@ impl Default for HostRules {
             fence: true,
             promote_needs_lease: true,
             timeline: TimelineRule::NextKnown,
+            fence_superseded: false,
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Db {
     repoint: Option<(usize, u64)>,
     /// Until when (real time) its sessions saw a lease at the last step.
     lease_until: u64,
+    /// What its worker last published: the newest timeline reserved in its Raft log.
+    reserved_in_log: u32,
     /// `TimelineRule::Reserved`: the term, log index (`u64::MAX` while the proposal is under
     /// way) and timeline of its reservation.
     reserved: Option<(Term, LogIndex, u32)>,
@@ -149,6 +156,9 @@ pub struct FailoverDatabases {
     pub actions: Actions,
     /// WAL ranges `(history, from, to)` written while commits were acknowledged.
     pub acknowledged: Vec<(HistoryId, u64, u64)>,
+    /// Acknowledged WAL written on a timeline after a promotion had already forked a newer one
+    /// off it (a former primary that leads again): lost unless that newer one dies out.
+    pub acknowledged_past_a_fork: u64,
     rng: SplitMix64,
     last: u64,
 }
@@ -174,6 +184,7 @@ impl FailoverDatabases {
                 ship_lag: rng.uniform(200, 5_000),
                 repoint: None,
                 lease_until: 0,
+                reserved_in_log: 0,
                 reserved: None,
             })
             .collect();
@@ -184,6 +195,7 @@ impl FailoverDatabases {
             checker: FailoverChecker::new(size),
             actions: Actions::default(),
             acknowledged: Vec::new(),
+            acknowledged_past_a_fork: 0,
             rng,
             last: 0,
         }
@@ -220,6 +232,11 @@ impl FailoverDatabases {
         !d.down && !matches!(d.state, DbState::Rejoining { .. }) && !c.is_suspended(i)
     }
 
+    /// Commits acknowledged on a superseded timeline (`acknowledged_past_a_fork`).
+    pub fn commits_past_a_fork(&self) -> u64 {
+        self.acknowledged_past_a_fork / WAL_PER_COMMIT
+    }
+
     /// Acknowledged WAL that server `last` (the primary at the end) does not have, in commits.
     pub fn lost_commits(&self, last: usize) -> u64 {
         let d = &self.dbs[last];
@@ -244,7 +261,11 @@ impl FailoverDatabases {
             if self.dbs[i].state != DbState::Primary || !self.runs(c, i) {
                 continue;
             }
-            let until = if self.rules.fence {
+            let superseded = self.rules.fence_superseded
+                && self.dbs[i].reserved_in_log > self.histories.timeline(self.dbs[i].history);
+            let until = if superseded {
+                from
+            } else if self.rules.fence {
                 now.min(self.dbs[i].lease_until)
             } else {
                 now
@@ -256,6 +277,8 @@ impl FailoverDatabases {
                 d.flushed += (until - from) * WAL_PER_US;
                 d.replayed = d.flushed;
                 self.acknowledged.push((d.history, start, d.flushed));
+                self.acknowledged_past_a_fork +=
+                    self.histories.past_a_fork(d.history, start, d.flushed);
                 *wrote = true;
             }
         }
@@ -320,6 +343,9 @@ impl Cluster {
         let outcome = self.failover_rules(&mut f, &mut rejoined, &mut reserving);
         for i in 0..f.dbs.len() {
             f.dbs[i].lease_until = self.sessions_lease_until(i);
+            if self.is_up(i) {
+                f.dbs[i].reserved_in_log = reserved_in(&self.nodes[i].disk.entries);
+            }
         }
         self.failover = Some(f);
         outcome?;

@@ -110,6 +110,17 @@ impl Histories {
         self.common_point(a, a_end, b, u64::MAX) >= a_end
     }
 
+    /// How much of the WAL range `[from, to)` written on `h` lies past the point where a
+    /// promotion already forked a newer history off `h`: written on a superseded timeline.
+    pub fn past_a_fork(&self, h: HistoryId, from: u64, to: u64) -> u64 {
+        let fork = self
+            .all
+            .iter()
+            .filter_map(|x| x.parent.filter(|(p, _)| *p == h).map(|(_, f)| f))
+            .min();
+        fork.map_or(0, |f| to.saturating_sub(f.max(from)))
+    }
+
     /// How much of the WAL range `[from, to)` written on `h` a server on `last` up to
     /// `last_end` no longer has.
     pub fn lost(&self, h: HistoryId, from: u64, to: u64, last: HistoryId, last_end: u64) -> u64 {
@@ -146,6 +157,9 @@ mod tests {
         assert_eq!(hs.lost(Histories::FIRST, 800, 1_500, three, 9_000), 500);
         assert_eq!(hs.lost(three, 5_000, 9_500, three, 9_000), 500);
         assert_eq!(hs.lost(two, 6_000, 7_000, three, 9_000), 1_000);
+        assert_eq!(hs.past_a_fork(Histories::FIRST, 800, 1_500), 500);
+        assert_eq!(hs.past_a_fork(two, 4_000, 4_500), 0);
+        assert_eq!(hs.past_a_fork(three, 0, 10_000), 0);
     }
 
     #[test]

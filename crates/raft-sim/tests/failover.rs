@@ -15,9 +15,12 @@ fn with_rules(rules: HostRules) -> FailoverOptions {
     }
 }
 
+/// Promotions reserve their timeline in the Raft log, and a primary whose log reserves a newer
+/// timeline than its own acknowledges nothing.
 fn reserving_timelines() -> HostRules {
     HostRules {
         timeline: TimelineRule::Reserved,
+        fence_superseded: true,
         ..HostRules::default()
     }
 }
@@ -57,6 +60,22 @@ fn failover_seeds_keep_every_invariant_when_promotions_reserve_their_timeline() 
     // Replication is asynchronous: the calm failover loses what the primary had acknowledged
     // and not yet shipped. The synchronous quorum must bring this to zero.
     assert!(summary.lost_in_failover > 0);
+    assert_eq!(summary.superseded, 0, "fenced by the reservation");
+}
+
+#[test]
+fn a_former_primary_elected_again_acknowledges_nothing_once_its_log_reserves_a_newer_timeline() {
+    // A standby promotes and its server dies mid-way; the former primary comes back and wins
+    // the election: on its lease alone it acknowledges commits that its rebuild discards.
+    let unfenced = HostRules {
+        fence_superseded: false,
+        ..reserving_timelines()
+    };
+    let before = run_failover_seeds(0, 300, 2, &with_rules(unfenced));
+    let after = run_failover_seeds(0, 300, 2, &with_rules(reserving_timelines()));
+    assert!(before.violations.is_empty() && after.violations.is_empty());
+    assert!(before.superseded > 0, "no seed elected a former primary");
+    assert_eq!(after.superseded, 0);
 }
 
 #[test]

@@ -3,14 +3,15 @@
 //!
 //!   failover-soak [--seeds N] [--first S] [--threads T] [--nodes N] [--heartbeat MS]
 //!                 [--election-timeout MS] [--fault-phase MS]
-//!                 [--timelines-above-heard | --timelines-reserved]
+//!                 [--timelines-above-heard | --timelines-reserved [--fence-superseded]]
 //!                 [--no-fence] [--promote-without-lease]
 //!   failover-soak --seed S [--trace]   replay one seed exactly (with the same options)
 //!
 //! `--timelines-above-heard`: before promoting, the host writes the history files of every
 //! timeline its core heard of, so that PostgreSQL picks a timeline past all of them;
 //! `--timelines-reserved`: the leader first commits the timeline it will promote to in the Raft
-//! log, one past any it knows of (see `TimelineRule`);
+//! log, one past any it knows of (see `TimelineRule`); `--fence-superseded`: a primary whose
+//! Raft log reserves a newer timeline than its own acknowledges no commit;
 //! `--no-fence` and `--promote-without-lease` break a host rule on purpose, to show that the
 //! checks catch it.
 
@@ -38,6 +39,10 @@ fn main() -> ExitCode {
             }
             "--timelines-reserved" => {
                 options.rules.timeline = TimelineRule::Reserved;
+                true
+            }
+            "--fence-superseded" => {
+                options.rules.fence_superseded = true;
                 true
             }
             "--no-fence" => {
