@@ -104,10 +104,13 @@ impl Histories {
             .unwrap_or(0)
     }
 
-    /// Can a standby with WAL at `a` up to `a_end` stream from a server on history `b` (all its
-    /// WAL is part of `b`)?
+    /// Can a standby with WAL at `a` up to `a_end` stream from a server on history `b`? Only
+    /// when `a` is `b` or one of its ancestors and the standby has nothing past the point where
+    /// `b` forked off it: PostgreSQL never takes a standby back to an older timeline.
     pub fn can_follow(&self, a: HistoryId, a_end: u64, b: HistoryId) -> bool {
-        self.common_point(a, a_end, b, u64::MAX) >= a_end
+        self.lineage(b, u64::MAX)
+            .iter()
+            .any(|(h, limit)| *h == a && a_end <= *limit)
     }
 
     /// How much of the WAL range `[from, to)` written on `h` lies past the point where a
@@ -153,6 +156,10 @@ mod tests {
         assert!(hs.can_follow(Histories::FIRST, 900, three));
         assert!(hs.can_follow(two, 4_000, three));
         assert!(!hs.can_follow(three, 6_000, two));
+        assert!(
+            !hs.can_follow(two, 900, Histories::FIRST),
+            "never back to an older timeline"
+        );
         // Written on timeline 1 from 800 to 1_500: 500 of it is not on timeline 3.
         assert_eq!(hs.lost(Histories::FIRST, 800, 1_500, three, 9_000), 500);
         assert_eq!(hs.lost(three, 5_000, 9_500, three, 9_000), 500);
