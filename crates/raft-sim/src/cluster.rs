@@ -182,6 +182,7 @@ impl Cluster {
     pub fn start_all(c: &mut Cluster) {
         for i in 0..c.size() {
             let n = &c.nodes[i];
+            let wal = c.position(i);
             c.trace_line(
                 i,
                 &format!(
@@ -189,8 +190,8 @@ impl Cluster {
                     n.timing.heartbeat,
                     n.timing.election_timeout,
                     n.can_lead,
-                    n.wal.timeline,
-                    n.wal.lsn,
+                    wal.timeline,
+                    wal.lsn,
                     n.clock.drift_ppm(),
                     if i < c.voters { "" } else { " (spare)" }
                 ),

@@ -245,6 +245,14 @@ fn fault_phase(
             }
         }
         let happened = inject(c, fault, target)?;
+        if happened && c.trace {
+            println!(
+                "{:>10.3} ms  fault: {} (drawn target node {})",
+                c.now as f64 / 1000.0,
+                fault.name(),
+                target + 1
+            );
+        }
         if happened {
             report.faults += 1;
             *exercised |= fault.bit();
