@@ -153,16 +153,7 @@ fn run(
     let mut setup = Setup::uniform(options.heartbeat, options.election_timeout, &drifts);
     setup.adversarial = pick.uniform(0, 4) == 0;
     let primary = pick.uniform(0, nodes as u64) as usize;
-    let mut c = Cluster::unstarted(&setup, seed);
-    c.promotes = true;
-    c.failover = Some(FailoverDatabases::fresh(
-        nodes,
-        primary,
-        options.rules,
-        seed,
-    ));
-    c.trace = options.trace;
-    Cluster::start_all(&mut c);
+    let mut c = failover_cluster(&setup, primary, options.rules, seed, options.trace);
     let mut report = FailoverReport {
         nodes,
         ..FailoverReport::default()
@@ -185,6 +176,28 @@ fn run(
     Ok(report)
 }
 
+/// A fresh cluster built as `setup` says, every server with `Config::promotes` on, server
+/// `primary` the primary of timeline 1 and the others its standbys, started.
+pub fn failover_cluster(
+    setup: &Setup,
+    primary: usize,
+    rules: HostRules,
+    seed: u64,
+    trace: bool,
+) -> Cluster {
+    let mut c = Cluster::unstarted(setup, seed);
+    c.promotes = true;
+    c.failover = Some(FailoverDatabases::fresh(
+        setup.drifts.len(),
+        primary,
+        rules,
+        seed,
+    ));
+    c.trace = trace;
+    Cluster::start_all(&mut c);
+    c
+}
+
 fn model(c: &Cluster) -> &FailoverDatabases {
     c.failover.as_ref().expect("a failover run has the model")
 }
@@ -204,7 +217,7 @@ fn a_primary(c: &Cluster) -> Option<usize> {
 
 /// Kills server `i` (PostgreSQL and worker) for `down`, announced half the time. A server
 /// being rebuilt crashes mid-way: its rebuild starts over once the machine is back.
-fn kill_server(c: &mut Cluster, i: usize, down: u64) -> Result<(), Violation> {
+pub fn kill_server(c: &mut Cluster, i: usize, down: u64) -> Result<(), Violation> {
     c.failover_step()?;
     if model(c).is_rejoining(i) {
         c.restart_rejoin(i, down);

@@ -131,3 +131,106 @@ fn a_failover_seed_replays_exactly() {
         );
     }
 }
+
+mod scenarios {
+    //! Single runs that show the model's rules at work, on a calm network.
+    use super::reserving_timelines;
+    use pg_leader_raft::Duration;
+    use pg_leader_raft_sim::cluster::{Cluster, Setup};
+    use pg_leader_raft_sim::failover::{converged, failover_cluster, kill_server};
+    use pg_leader_raft_sim::promotion::DbState;
+
+    const SECOND: u64 = 1_000_000;
+
+    /// Three servers, server 1 the primary, leading with every standby streaming from it.
+    fn settled(seed: u64) -> Cluster {
+        let setup = Setup::uniform(
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+            &[0, 0, 0],
+        );
+        let mut c = failover_cluster(&setup, 0, reserving_timelines(), seed, false);
+        run_until_converged(&mut c);
+        assert_eq!(converged(&c), Ok(0), "the primary leads");
+        c
+    }
+
+    fn run_until_converged(c: &mut Cluster) -> usize {
+        let start = c.now;
+        loop {
+            if let Ok(p) = converged(c) {
+                return p;
+            }
+            assert!(c.now - start < 20 * SECOND, "{:?}", converged(c));
+            c.run_until(c.now + 1_000).expect("no violation");
+        }
+    }
+
+    fn flushed(c: &Cluster, i: usize) -> u64 {
+        c.failover.as_ref().unwrap().dbs[i].flushed
+    }
+
+    fn state(c: &Cluster, i: usize) -> DbState {
+        c.failover.as_ref().unwrap().dbs[i].state
+    }
+
+    #[test]
+    fn a_primary_whose_worker_died_acknowledges_until_its_lease_ends_then_is_rebuilt() {
+        let mut c = settled(1);
+        c.run_until(c.now + SECOND / 2).unwrap();
+        // The worker dies; PostgreSQL and its sessions run on with the lease it published.
+        c.crash(0);
+        let lease_end = c.sessions_lease_until(0);
+        assert!(lease_end > c.now, "the leader held a lease");
+        let before = flushed(&c, 0);
+        c.run_until(lease_end - 1_000).unwrap();
+        assert!(flushed(&c, 0) > before, "writes on until the lease ends");
+        let at_end = flushed(&c, 0);
+        c.run_until(lease_end + 3 * SECOND).unwrap();
+        assert!(
+            flushed(&c, 0) <= at_end + 1_000,
+            "fenced once the lease ended"
+        );
+        assert_eq!(state(&c, 0), DbState::Primary, "still a primary, fenced");
+        // A standby took over; the worker restarts and the former primary is rebuilt.
+        let new = (1..3).find(|&j| state(&c, j) == DbState::Primary);
+        assert!(new.is_some(), "a standby promoted: {:?}", state(&c, 1));
+        c.start(0).unwrap();
+        let last = run_until_converged(&mut c);
+        assert_ne!(last, 0);
+        assert_eq!(
+            state(&c, 0),
+            DbState::Standby {
+                upstream: Some(last)
+            }
+        );
+    }
+
+    #[test]
+    fn a_promotion_is_finished_by_postgresql_after_its_worker_died() {
+        let mut c = settled(2);
+        kill_server(&mut c, 0, 100 * SECOND).unwrap();
+        let start = c.now;
+        let promoting = loop {
+            let found = (1..3).find(|&j| matches!(state(&c, j), DbState::Promoting { .. }));
+            if let Some(j) = found {
+                break j;
+            }
+            assert!(c.now - start < 10 * SECOND, "no promotion");
+            c.run_until(c.now + 100).unwrap();
+        };
+        c.crash(promoting);
+        let start = c.now;
+        while state(&c, promoting) != DbState::Primary {
+            assert!(c.now - start < 4 * SECOND, "{:?}", state(&c, promoting));
+            c.run_until(c.now + 1_000).unwrap();
+        }
+        assert!(!c.is_up(promoting), "finished without its worker");
+        c.start(promoting).unwrap();
+        c.start(0).unwrap();
+        let last = run_until_converged(&mut c);
+        let f = c.failover.as_ref().unwrap();
+        assert!(f.timeline(last) >= 2, "the primary is on a new timeline");
+        assert_ne!(last, 0, "the former primary was rebuilt");
+    }
+}
