@@ -460,7 +460,19 @@ impl Cluster {
                 };
                 f.dbs[i].reserved = None;
                 f.actions.promotions += 1;
-                self.trace_failover(i, &format!("promotes in term {term}"));
+                if self.trace {
+                    let all: Vec<String> = (0..f.dbs.len())
+                        .map(|j| {
+                            let (d, tl) = (&f.dbs[j], f.timeline(j));
+                            format!("{}: {tl}/{}/{}", j + 1, d.replayed, d.flushed)
+                        })
+                        .collect();
+                    let what = format!(
+                        "promotes in term {term} (timeline/replayed/received: {})",
+                        all.join(", ")
+                    );
+                    self.trace_failover(i, &what);
+                }
             }
             DbState::Standby { upstream } => {
                 let Some(l) = leader else { return Ok(None) };
