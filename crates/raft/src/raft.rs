@@ -589,6 +589,12 @@ impl Raft {
         let standing = |w: &WalPosition| (w.known(), w.in_recovery);
         let changed = standing(&wal) != standing(&self.wal);
         self.wal = wal;
+        // Dated at the last call that brought the time: it may have changed any moment since.
+        // Dated at the next one instead, a follower whose leader died (no call until its timer
+        // or a candidate's request) would take a position it has held for a second as new, and
+        // judge candidates against the one it had before (`wal_sample`).
+        self.wal_history
+            .observe(wal, self.now, self.config.heartbeat_interval);
         if changed {
             self.standing_changed();
         }

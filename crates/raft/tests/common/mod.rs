@@ -69,6 +69,15 @@ pub fn first_heartbeat(from: u32, to: u32, term: u64) -> Message {
     }
 }
 
+/// The (term, granted) of the vote answer node `voter` sent last, if any.
+pub fn vote_answer(c: &TestCluster, voter: u32) -> Option<(Term, bool)> {
+    let (_, ready) = c.readies.iter().rev().find(|(n, _)| *n == voter)?;
+    ready.messages.iter().find_map(|m| match m.body {
+        Body::VoteResponse { granted, .. } => Some((m.term, granted)),
+        _ => None,
+    })
+}
+
 pub fn config(me: u32, n: u32) -> Config {
     Config::new(NodeId(me), (1..=n).map(NodeId).collect()).with_timing(
         Duration::from_millis(HEARTBEAT_MS),
