@@ -130,7 +130,8 @@ fault_and_measure() {
   check "$name: node 1 logged why, with its term" test -n "$sick_at"
   check "$name: a new leader ${step_down} ms after the fault (< $STEP_DOWN_MS)" \
     below_ms "$step_down" "$STEP_DOWN_MS"
-  check "$name: node 1 handed over, saying why" logged_since 1 "${offsets[1]}" "$handover"
+  check "$name: node 1 handed over, saying why" \
+    wait_for 3 "the handover line" logged_since 1 "${offsets[1]}" "$handover"
 }
 
 echo "# start"

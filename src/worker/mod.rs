@@ -958,6 +958,17 @@ impl Node {
     /// outcome code sessions read (0: started) and the node chosen.
     fn start_transfer(&mut self, target: Option<NodeId>) -> (i32, Option<NodeId>) {
         let chosen = target.or_else(|| self.raft.best_transfer_target());
+        // A standby that leads is promoted (auto_failover): handing over to another standby
+        // before it is a primary could promote both, each naming its new timeline alike.
+        let standby_to_standby = self.raft.config().promotes
+            && self.raft.role() == Role::Leader
+            && crate::wal::current_position().in_recovery
+            && chosen
+                .and_then(|t| self.raft.heard_position(t))
+                .is_some_and(|w| w.in_recovery);
+        if standby_to_standby {
+            return (7, chosen);
+        }
         let outcome = match chosen {
             Some(t) => self.raft.transfer_leadership(t, boottime_now()),
             None => Err(TransferError::UnknownTarget(NodeId(0))),
