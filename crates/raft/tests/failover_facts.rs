@@ -50,7 +50,7 @@ fn a_primary_that_answers_the_leader_is_live_until_it_falls_silent() {
 
 #[test]
 fn a_primary_of_another_system_or_that_departed_is_no_live_primary() {
-    let mut c = standby_leads_with(WalPosition::primary(99, 1, 50));
+    let c = standby_leads_with(WalPosition::primary(99, 1, 50));
     assert_eq!(
         c.node(2).live_primary(),
         None,
