@@ -271,6 +271,10 @@ impl Raft {
         if state.transfer.is_some() || !self.wal.known() {
             return;
         }
+        // Promotion asked: the old primary's timeline is superseded, whatever it says.
+        if self.promotion_asked && self.wal.in_recovery {
+            return;
+        }
         let window = self.config.election_timeout;
         let contenders: Vec<Contender> = state
             .progress

@@ -183,17 +183,25 @@ impl TestCluster {
     pub fn advance_ms(&mut self, ms: u64) {
         for _ in 0..ms {
             self.now = self.now + Duration::from_millis(1);
-            for n in 1..=self.nodes.len() as u32 {
-                let local = self.local(n);
-                let due = self.nodes[n as usize - 1]
-                    .as_ref()
-                    .is_some_and(|r| r.next_deadline() <= local);
-                if due {
-                    self.with_node(n, |r, now| r.tick(now));
-                }
-            }
+            self.tick_due();
             self.deliver();
         }
+    }
+
+    /// Ticks every node whose deadline has come on its own clock; returns them.
+    pub fn tick_due(&mut self) -> Vec<u32> {
+        let mut ticked = Vec::new();
+        for n in 1..=self.nodes.len() as u32 {
+            let local = self.local(n);
+            let due = self.nodes[n as usize - 1]
+                .as_ref()
+                .is_some_and(|r| r.next_deadline() <= local);
+            if due {
+                self.with_node(n, |r, now| r.tick(now));
+                ticked.push(n);
+            }
+        }
+        ticked
     }
 
     /// Lets the start-up vote blackout pass, then has node `n` campaign and win.
