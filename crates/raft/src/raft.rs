@@ -343,6 +343,8 @@ impl Raft {
             deadline,
             phase: TransferPhase::CatchingUp,
             waits_for_wal: true,
+            wal_floor: None,
+            wal_floor_final: false,
         };
         self.leader.as_mut().expect("checked above").transfer = Some(transfer);
         leader::advance_transfer(self);
@@ -614,6 +616,12 @@ impl Raft {
         let standing = |w: &WalPosition| (w.known(), w.in_recovery);
         let changed = standing(&wal) != standing(&self.wal);
         self.wal = wal;
+        if let Some(t) = self.leader.as_mut().and_then(|l| l.transfer.as_mut()) {
+            if let (Some(floor), false) = (t.wal_floor, t.wal_floor_final) {
+                t.wal_floor = Some(floor.max(wal.lsn));
+                t.wal_floor_final = true;
+            }
+        }
         if wal.known() && !wal.in_recovery {
             self.promotion_asked = false;
         }

@@ -565,3 +565,27 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
         "a silent primary is not live"
     );
 }
+
+#[test]
+fn a_switchover_waits_for_the_wal_of_the_lease_not_for_what_the_fenced_primary_writes_after() {
+    let mut c = promoting(&[primary(1, 100), standby(1, 80), standby(1, 80)]);
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
+        .unwrap();
+    // The host's first reading after the give-up: what acknowledged commits may have reached.
+    c.advance_ms(1);
+    c.with_node(1, |r, _| r.set_wal_position(primary(1, 110)));
+    c.with_node(2, |r, _| r.set_wal_position(standby(1, 110)));
+    // Fenced sessions keep writing (aborted commits): the primary's position runs on.
+    let mut handed_over = false;
+    for step in 0..10u64 {
+        c.with_node(1, |r, _| r.set_wal_position(primary(1, 120 + 10 * step)));
+        c.advance_ms(HEARTBEAT_MS / 2);
+        handed_over |= c.node(2).role() == Role::Leader;
+    }
+    assert!(
+        handed_over,
+        "the target holds all the WAL of the lease: the handover must not chase later WAL"
+    );
+}
