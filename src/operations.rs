@@ -189,6 +189,12 @@ fn refused(outcome: i32, chosen: i32) -> ! {
             Some("It runs with pg_leader.can_be_leader = off.".into()),
             None,
         ),
+        7 => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the leader is a standby being promoted: no switchover to node {chosen}, another standby, until it is a primary"),
+            Some("Two standbys promoted one after the other could both name their new timeline alike. Retry in a moment.".into()),
+            None,
+        ),
         _ => fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "no voter to hand leadership to".into(),

@@ -130,11 +130,12 @@ fault_and_measure() {
   check "$name: node 1 logged why, with its term" test -n "$sick_at"
   check "$name: a new leader ${step_down} ms after the fault (< $STEP_DOWN_MS)" \
     below_ms "$step_down" "$STEP_DOWN_MS"
-  check "$name: node 1 handed over, saying why" logged_since 1 "${offsets[1]}" "$handover"
+  check "$name: node 1 handed over, saying why" \
+    wait_for 3 "the handover line" logged_since 1 "${offsets[1]}" "$handover"
 }
 
 echo "# start"
-cluster up --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" --set 'pg_leader.http_port = 0' >/dev/null ||
+cluster up --no-auto-failover --port "$BASE_PG_PORT" --raft-port "$RAFT_PORT" --set 'pg_leader.http_port = 0' >/dev/null ||
   { echo "FAILED - cluster up"; exit 1; }
 check "node 1, the primary, leads" wait_for 15 "node 1 to lead" leads 1
 sql 1 "CREATE TABLE filler (id bigint, pad text)" >/dev/null

@@ -7,7 +7,8 @@
 //! in the middle of one finds the job half done and finishes it, and an action whose effect is
 //! already there is not repeated:
 //! - promotion: the leader holds the lease, is in recovery, has replayed all the WAL it
-//!   received, and knows no live primary it should hand back to instead: none of the voters
+//!   received (or has led for one election timeout: PostgreSQL replays the rest itself before
+//!   the promotion ends), and knows no live primary it should hand back to instead: none of the voters
 //!   that answered it within the election timeout is a primary that may lead
 //!   (`Raft::live_primary`; the leader hands over to such a one, `preference`), and it has
 //!   heard every other voter since its election or one heartbeat interval passed without a
@@ -97,7 +98,13 @@ impl Local {
 impl Failover {
     /// One turn: promote, re-point, or say a rejoin is due. `may_promote`: the leader holds the
     /// lease and knows of no live primary to hand back to (see the module documentation).
-    pub fn drive(&mut self, raft: &Raft, local: &Local, may_promote: bool) -> Turn {
+    pub fn drive(
+        &mut self,
+        raft: &Raft,
+        local: &Local,
+        may_promote: bool,
+        replay_wait_over: bool,
+    ) -> Turn {
         let status = raft.status();
         let term = status.term.0;
         let mut turn = Turn::default();
@@ -106,7 +113,7 @@ impl Failover {
         }
         match (status.role, status.leader_id) {
             (Role::Leader, _) if local.wal.in_recovery && may_promote => {
-                if !local.replay_caught_up() {
+                if !local.replay_caught_up() && !replay_wait_over {
                     turn.note = Some(format!(
                         "leader in recovery: replaying WAL before promotion ({} of {})",
                         lsn(local.replayed),

@@ -71,7 +71,8 @@ impl Node {
                 pgrx::log!("pg_leader: this server will not lead while its PostgreSQL cannot serve")
             }
         }
-        if !may_lead && self.raft.role() == Role::Leader {
+        // A handover already under way (a switchover whose primary yields) goes on as it is.
+        if !may_lead && self.raft.role() == Role::Leader && self.raft.transfer_target().is_none() {
             match self.raft.hand_over(boottime_now()) {
                 Ok(target) => {
                     pgrx::log!("pg_leader: handing leadership to node {target}: {why}")

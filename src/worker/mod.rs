@@ -411,12 +411,14 @@ impl Node {
             self.run_role_hook();
             self.follow_health();
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
-            self.raft
-                .set_wal_position(if crate::settings::WAL_AWARE_ELECTION.get() {
+            self.raft.set_wal_position(
+                if crate::settings::WAL_AWARE_ELECTION.get() || crate::settings::AUTO_FAILOVER.get()
+                {
                     crate::wal::current_position()
                 } else {
                     WalPosition::default()
-                });
+                },
+            );
             self.advertise();
             self.follow_database();
             let now = boottime_now();
@@ -958,6 +960,17 @@ impl Node {
     /// outcome code sessions read (0: started) and the node chosen.
     fn start_transfer(&mut self, target: Option<NodeId>) -> (i32, Option<NodeId>) {
         let chosen = target.or_else(|| self.raft.best_transfer_target());
+        // A standby that leads is promoted (auto_failover): handing over to another standby
+        // before it is a primary could promote both, each naming its new timeline alike.
+        let standby_to_standby = self.raft.config().promotes
+            && self.raft.role() == Role::Leader
+            && crate::wal::current_position().in_recovery
+            && chosen
+                .and_then(|t| self.raft.heard_position(t))
+                .is_some_and(|w| w.in_recovery);
+        if standby_to_standby {
+            return (7, chosen);
+        }
         let outcome = match chosen {
             Some(t) => self.raft.transfer_leadership(t, boottime_now()),
             None => Err(TransferError::UnknownTarget(NodeId(0))),
@@ -969,6 +982,7 @@ impl Node {
             Err(TransferError::TargetIsLeader) => 3,
             Err(TransferError::AlreadyInProgress(_)) => 4,
             Err(TransferError::TargetCannotLead(_)) => 6,
+            Err(TransferError::PromotionUnderWay(_)) => 7,
         };
         if code == 0 {
             pgrx::log!(
@@ -994,6 +1008,10 @@ impl Node {
             boottime_now() + Duration::from_millis(self.settings.election_timeout_ms as u64);
         loop {
             let now = boottime_now();
+            // The primary's WAL as it is now: commits acknowledged up to the lease's end count.
+            if crate::settings::WAL_AWARE_ELECTION.get() || crate::settings::AUTO_FAILOVER.get() {
+                self.raft.set_wal_position(crate::wal::current_position());
+            }
             self.raft.tick(now);
             self.process_ready();
             if !self.raft.transfer_pending() || now >= until {
@@ -1021,8 +1039,11 @@ impl Node {
             return;
         }
         match self.raft.role() {
-            Role::Leader if self.raft.transfer_target().is_some() => {}
-            Role::Leader => self.yield_pending = false,
+            // TimeoutNow not sent yet: the switchover may still be abandoned.
+            Role::Leader if self.raft.transfer_pending() => {}
+            Role::Leader if self.raft.transfer_target().is_none() => self.yield_pending = false,
+            // TimeoutNow has left (or this server follows): yield now, so that its very next
+            // answer (a lost vote request may make a heartbeat the first it hears) says so.
             _ => {
                 self.yield_pending = false;
                 self.yielded = true;
@@ -1083,10 +1104,19 @@ impl Node {
             self.yielded = false;
             self.follow_can_lead();
         }
-        let turn = self.failover.drive(&self.raft, &local, may_promote);
+        // PostgreSQL replays what it received before it finishes a promotion anyway: waiting for
+        // the replay first only keeps a slow or held-up replay from stretching the read-only
+        // time after the lease was won; it must not stop the promotion for good.
+        let replay_wait_over = self.raft.leader_since().is_some_and(|since| {
+            now >= since + Duration::from_millis(self.settings.election_timeout_ms as u64)
+        });
+        let turn = self
+            .failover
+            .drive(&self.raft, &local, may_promote, replay_wait_over);
         let status = self.raft.status();
         match &turn.action {
             Some(Action::Promoted { term }) => {
+                self.raft.promotion_asked();
                 pgrx::log!(
                     "pg_leader: promoting this standby: it leads term {term} with the lease and has replayed all WAL received"
                 );

@@ -38,6 +38,22 @@ def libpq():
     return pq
 
 
+def attempt(pq, conn, sql):
+    """Runs one statement (its own transaction); returns when it was sent and answered, on
+    CLOCK_BOOTTIME, and its outcome: ok, the SQLSTATE of its error, or lost."""
+    sent = now_us()
+    res = pq.PQexec(conn, sql)
+    answered = now_us()
+    if res and pq.PQresultStatus(res) == PGRES_COMMAND_OK:
+        outcome = "ok"
+    else:
+        state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) if res else None
+        outcome = state.decode() if state else "lost"
+    if res:
+        pq.PQclear(res)
+    return sent, answered, outcome
+
+
 def run(conninfo, seconds, out_path):
     pq = libpq()
     conn = None
@@ -56,16 +72,7 @@ def run(conninfo, seconds, out_path):
                 # a fenced server.
                 pq.PQclear(pq.PQexec(conn, b"SET default_transaction_read_only = off"))
             i += 1
-            sent = now_us()
-            res = pq.PQexec(conn, b"INSERT INTO fence_probe VALUES (%d)" % i)
-            answered = now_us()
-            if res and pq.PQresultStatus(res) == PGRES_COMMAND_OK:
-                outcome = "ok"
-            else:
-                state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) if res else None
-                outcome = state.decode() if state else "lost"
-            if res:
-                pq.PQclear(res)
+            sent, answered, outcome = attempt(pq, conn, b"INSERT INTO fence_probe VALUES (%d)" % i)
             if pq.PQstatus(conn) != CONNECTION_OK:
                 pq.PQfinish(conn)
                 conn = None

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from commit_probe import CONNECTION_OK, PG_DIAG_SQLSTATE, PGRES_COMMAND_OK, libpq, now_us
+from commit_probe import CONNECTION_OK, attempt, libpq, now_us
 
 
 def run(conninfo, stop_file, out_path, seconds="600"):
@@ -43,16 +43,7 @@ def run(conninfo, stop_file, out_path, seconds="600"):
                     continue
                 port = (pq.PQport(conn) or b"-").decode()
             n += 1
-            sent = now_us()
-            res = pq.PQexec(conn, b"INSERT INTO acked VALUES (%d)" % n)
-            answered = now_us()
-            if res and pq.PQresultStatus(res) == PGRES_COMMAND_OK:
-                outcome = "ok"
-            else:
-                state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) if res else None
-                outcome = state.decode() if state else "lost"
-            if res:
-                pq.PQclear(res)
+            sent, answered, outcome = attempt(pq, conn, b"INSERT INTO acked VALUES (%d)" % n)
             out.write(f"{n}\t{sent}\t{answered}\t{outcome}\t{port}\n")
             if outcome != "ok":
                 # A refused or lost commit: the server may no longer be the primary.

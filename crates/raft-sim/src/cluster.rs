@@ -6,6 +6,7 @@ use crate::clock::NodeClock;
 use crate::database::{Databases, Layout};
 use crate::faults::Exercised;
 use crate::network::Network;
+use crate::promotion::FailoverDatabases;
 use crate::setup::EdgeRandom;
 pub use crate::setup::{Setup, Timing};
 use pg_leader_raft::{
@@ -139,6 +140,11 @@ pub struct Cluster {
     pub network: Network,
     /// Each server's PostgreSQL: primary or standby, timeline, WAL.
     pub databases: Databases,
+    /// With automatic failover: each server's PostgreSQL as `promotion` models it, in place of
+    /// `databases`, and the host's rules applied after every step.
+    pub failover: Option<FailoverDatabases>,
+    /// `Config::promotes` of every server (`pg_leader.auto_failover`).
+    pub promotes: bool,
     pub checker: Checker,
     pub counters: Counters,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -176,6 +182,7 @@ impl Cluster {
     pub fn start_all(c: &mut Cluster) {
         for i in 0..c.size() {
             let n = &c.nodes[i];
+            let wal = c.position(i);
             c.trace_line(
                 i,
                 &format!(
@@ -183,8 +190,8 @@ impl Cluster {
                     n.timing.heartbeat,
                     n.timing.election_timeout,
                     n.can_lead,
-                    n.wal.timeline,
-                    n.wal.lsn,
+                    wal.timeline,
+                    wal.lsn,
                     n.clock.drift_ppm(),
                     if i < c.voters { "" } else { " (spare)" }
                 ),
@@ -265,6 +272,8 @@ impl Cluster {
             nodes,
             network,
             databases: Databases::new(Layout::FaultDriven, size, &mut SplitMix64::new(seed)),
+            failover: None,
+            promotes: false,
             checker: Checker::default(),
             counters: Counters::default(),
             queue: BinaryHeap::new(),
@@ -308,12 +317,16 @@ impl Cluster {
 
     /// Starts (or restarts) a node from its disk alone.
     pub fn start(&mut self, i: usize) -> Result<(), Violation> {
+        if let Some(f) = self.failover.as_mut() {
+            f.server_started(i);
+        }
         let node = &self.nodes[i];
         let config = Config {
             id: node.id,
             voters: node.bootstrap.clone(),
             can_lead: node.can_lead,
             lease_margin_divisor: self.margin_divisor,
+            promotes: self.promotes,
             ..self.config_template.clone()
         }
         .with_timing(node.timing.heartbeat, node.timing.election_timeout);
@@ -339,7 +352,8 @@ impl Cluster {
         let id = node.id;
         self.checker.started(id, self.now);
         self.trace_line(i, "started from disk");
-        self.after_activity(i)
+        self.after_activity(i)?;
+        self.failover_step()
     }
 
     /// Crashes a node and brings it back after `down` microseconds (unless something else
@@ -481,6 +495,18 @@ impl Cluster {
             }
     }
 
+    /// The real time until which sessions on server `i` see a lease (zero when they see none):
+    /// the one its worker published, or left behind when it died, counted on its own clock.
+    pub fn sessions_lease_until(&self, i: usize) -> u64 {
+        let node = &self.nodes[i];
+        let deadline = match &node.raft {
+            Some(_) if node.lease_gate_closed => None,
+            Some(_) => node.published_lease,
+            None => node.orphaned_lease,
+        };
+        deadline.map_or(0, |d| node.clock.real_at(d))
+    }
+
     /// Runs one node operation at the current moment, then handles what it produced.
     pub fn act<T>(
         &mut self,
@@ -489,6 +515,7 @@ impl Cluster {
     ) -> Result<Option<T>, Violation> {
         let now = self.local_now(i);
         self.advance_databases();
+        self.failover_step()?;
         let wal = self.position(i);
         let Some(raft) = self.nodes[i].raft.as_mut() else {
             return Ok(None);
@@ -496,6 +523,7 @@ impl Cluster {
         raft.set_wal_position(wal);
         let out = op(raft, now);
         self.after_activity(i)?;
+        self.failover_step()?;
         Ok(Some(out))
     }
 
@@ -511,6 +539,7 @@ impl Cluster {
             self.handle(event.what)?;
         }
         self.now = self.now.max(until);
+        self.failover_step()?;
         self.check_leases()
     }
 
@@ -560,6 +589,9 @@ impl Cluster {
     /// What server `i` tells its core: its database's position, or with no database model
     /// (`Layout::FaultDriven`) the one the fault phase set (`SimNode::wal`).
     pub fn position(&self, i: usize) -> WalPosition {
+        if let Some(f) = &self.failover {
+            return f.position(i);
+        }
         if self.databases.layout == Layout::FaultDriven {
             self.nodes[i].wal
         } else {
@@ -885,7 +917,7 @@ impl Cluster {
         }
     }
 
-    fn trace_line(&self, i: usize, what: &str) {
+    pub(crate) fn trace_line(&self, i: usize, what: &str) {
         if self.trace {
             println!(
                 "{:>10.3} ms  node {}: {what}",

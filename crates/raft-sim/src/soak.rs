@@ -150,6 +150,11 @@ impl Summary {
         for fault in Exercised::ALL {
             println!("  {:>6.2}%  {}", self.share(fault), fault.name());
         }
+        self.print_violations(1000);
+    }
+
+    /// Violations by kind with their first seeds, then the first `max` one by one.
+    pub fn print_violations(&self, max: usize) {
         for (kind, seeds) in self.violation_kinds() {
             let first: Vec<String> = seeds.iter().take(8).map(|s| s.to_string()).collect();
             println!(
@@ -159,64 +164,98 @@ impl Summary {
                 if seeds.len() > 8 { " ..." } else { "" }
             );
         }
-        for (seed, v) in self.violations.iter().take(1000) {
+        for (seed, v) in self.violations.iter().take(max) {
             println!("VIOLATION seed {seed}: {v}");
         }
     }
 }
 
-/// Runs seeds `first..first + count` on `threads` threads.
-pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> Summary {
+/// The exit status of a soak: failure when any seed violated an invariant.
+pub fn exit_code(violations: usize) -> std::process::ExitCode {
+    if violations == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Prints one replayed seed's outcome and returns the exit status.
+pub fn replayed<R: std::fmt::Debug>(
+    seed: u64,
+    outcome: Result<R, String>,
+) -> std::process::ExitCode {
+    match outcome {
+        Ok(ref report) => println!("seed {seed}: no violation: {report:?}"),
+        Err(ref v) => println!("seed {seed}: VIOLATION: {v}"),
+    }
+    exit_code(usize::from(outcome.is_err()))
+}
+
+/// Runs `each(seed, &mut sum)` for seeds `first..first + count` on `threads` threads, each
+/// thread into its own sum, and merges those with `merge`.
+pub fn over_threads<S: Default + Send>(
+    first: u64,
+    count: u64,
+    threads: usize,
+    each: impl Fn(u64, &mut S) + Sync,
+    merge: impl Fn(&mut S, S) + Sync,
+) -> S {
     let next = AtomicU64::new(first);
-    let total = Mutex::new(Summary::default());
+    let total = Mutex::new(S::default());
     let end = first + count;
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                let mut local = Summary::default();
+                let mut local = S::default();
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= end {
                         break;
                     }
-                    local.seeds += 1;
-                    match run_seed_exercising(seed, options) {
-                        Ok(r) => {
-                            local.count_exercised(r.exercised);
-                            local.faults += r.faults;
-                            local.events += r.events;
-                            local.elections += r.elections;
-                            local.multi_round_elections += r.multi_round_elections;
-                            local.recovery_us_max = local.recovery_us_max.max(r.recovery_us);
-                            if let Some(p) = r.preferred_us {
-                                local.preferred_checked += 1;
-                                local.preferred_us_max = local.preferred_us_max.max(p);
-                            }
-                            local.membership_changes += r.membership_changes;
-                            local.configurations += r.configurations;
-                            local.announced_crashes += r.announced_crashes;
-                            local.announced_failover_us.extend(r.announced_failover_us);
-                            if let Some(f) = r.failover_us {
-                                local.failover_us.push(f);
-                                if r.failover_rounds.unwrap_or(1) > 1 {
-                                    local.failover_split += 1;
-                                }
-                            }
-                        }
-                        Err((v, exercised)) => {
-                            local.count_exercised(exercised);
-                            local.violations.push((seed, v));
-                        }
-                    }
+                    each(seed, &mut local);
                 }
-                total
-                    .lock()
-                    .expect("no thread panics while holding it")
-                    .merge(local);
+                let mut total = total.lock().expect("no thread panics while holding it");
+                merge(&mut total, local);
             });
         }
     });
-    let mut summary = total.into_inner().expect("threads are done");
+    total.into_inner().expect("threads are done")
+}
+
+/// Runs seeds `first..first + count` on `threads` threads.
+pub fn run_seeds(first: u64, count: u64, threads: usize, options: &Options) -> Summary {
+    let each = |seed: u64, local: &mut Summary| {
+        local.seeds += 1;
+        match run_seed_exercising(seed, options) {
+            Ok(r) => {
+                local.count_exercised(r.exercised);
+                local.faults += r.faults;
+                local.events += r.events;
+                local.elections += r.elections;
+                local.multi_round_elections += r.multi_round_elections;
+                local.recovery_us_max = local.recovery_us_max.max(r.recovery_us);
+                if let Some(p) = r.preferred_us {
+                    local.preferred_checked += 1;
+                    local.preferred_us_max = local.preferred_us_max.max(p);
+                }
+                local.membership_changes += r.membership_changes;
+                local.configurations += r.configurations;
+                local.announced_crashes += r.announced_crashes;
+                local.announced_failover_us.extend(r.announced_failover_us);
+                if let Some(f) = r.failover_us {
+                    local.failover_us.push(f);
+                    if r.failover_rounds.unwrap_or(1) > 1 {
+                        local.failover_split += 1;
+                    }
+                }
+            }
+            Err((v, exercised)) => {
+                local.count_exercised(exercised);
+                local.violations.push((seed, v));
+            }
+        }
+    };
+    let mut summary = over_threads(first, count, threads, each, Summary::merge);
     summary.violations.sort();
     summary
 }

@@ -251,8 +251,17 @@ impl Raft {
         if !self.config.promotes || !self.wal.known() || self.wal.in_recovery {
             return false;
         }
+        let floor = self
+            .leader
+            .as_ref()
+            .and_then(|l| l.transfer)
+            .and_then(|t| t.wal_floor)
+            .unwrap_or(self.wal.lsn);
         self.heard.get(target).is_some_and(|h| {
-            h.wal.in_recovery && h.wal.system == self.wal.system && h.wal.is_behind(&self.wal)
+            h.wal.in_recovery
+                && h.wal.system == self.wal.system
+                && h.wal.timeline == self.wal.timeline
+                && h.wal.lsn < floor
         })
     }
 
@@ -269,6 +278,10 @@ impl Raft {
     pub(crate) fn hand_over_to_preferred(&mut self) {
         let Some(state) = &self.leader else { return };
         if state.transfer.is_some() || !self.wal.known() {
+            return;
+        }
+        // Promotion asked: the old primary's timeline is superseded, whatever it says.
+        if self.promotion_asked && self.wal.in_recovery {
             return;
         }
         let window = self.config.election_timeout;

@@ -63,6 +63,13 @@ pub struct Transfer {
     /// Whether TimeoutNow waits for the target's WAL (`TransferPhase::AwaitingWal`): not when
     /// the host is dying, whose primary will write no more and send nothing further.
     pub waits_for_wal: bool,
+    /// The primary's WAL position the target must reach: taken when the lease is given up
+    /// (every acknowledged commit lies below it), raised once by the first position the host
+    /// reads after that (a commit acknowledged just before the give-up was published). WAL
+    /// written later (aborted commits of fenced sessions, checkpoints) is not waited for: it
+    /// would make a steadily written primary a target that never catches up.
+    pub wal_floor: Option<u64>,
+    pub wal_floor_final: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -63,6 +63,9 @@ pub struct Raft {
     pub(crate) heard: HeardPositions,
     /// The latest `Body::Advert` of each member.
     pub(crate) adverts: BTreeMap<NodeId, String>,
+    /// The host asked its PostgreSQL, a standby, to promote (`promotion_asked`), and it is still
+    /// in recovery: PostgreSQL finishes a promotion once asked, whatever happens to this node.
+    pub(crate) promotion_asked: bool,
     /// This server's position when it last sent AppendEntries, with the send time.
     pub(crate) wal_sent: (Instant, WalPosition),
     /// When this node (re)started, and whether it still waits out its first election timeout
@@ -110,6 +113,9 @@ pub enum TransferError {
     AlreadyInProgress(NodeId),
     /// The target runs with `can_lead` off.
     TargetCannotLead(NodeId),
+    /// This leader, a standby, is being promoted (`Raft::promotion_asked`) and the target is a
+    /// standby: two promotions from one timeline could name their new timeline alike.
+    PromotionUnderWay(NodeId),
 }
 
 impl fmt::Display for TransferError {
@@ -129,6 +135,10 @@ impl fmt::Display for TransferError {
             TransferError::TargetCannotLead(t) => {
                 write!(f, "node {t} runs with pg_leader.can_be_leader = off")
             }
+            TransferError::PromotionUnderWay(t) => write!(
+                f,
+                "this standby is being promoted: no handover to node {t}, another standby, until it is a primary"
+            ),
         }
     }
 }
@@ -187,6 +197,7 @@ impl Raft {
             wal_history: WalHistory::default(),
             heard: HeardPositions::default(),
             adverts: BTreeMap::new(),
+            promotion_asked: false,
             wal_sent: (now, WalPosition::default()),
             started_at: now,
             first_wait: false,
@@ -320,12 +331,20 @@ impl Raft {
         {
             return Err(TransferError::TargetCannotLead(target));
         }
+        if self.promotion_asked
+            && self.wal.in_recovery
+            && self.heard.get(target).is_none_or(|h| h.wal.in_recovery)
+        {
+            return Err(TransferError::PromotionUnderWay(target));
+        }
         let deadline = self.now + self.config.election_timeout;
         let transfer = Transfer {
             target,
             deadline,
             phase: TransferPhase::CatchingUp,
             waits_for_wal: true,
+            wal_floor: None,
+            wal_floor_final: false,
         };
         self.leader.as_mut().expect("checked above").transfer = Some(transfer);
         leader::advance_transfer(self);
@@ -517,6 +536,14 @@ impl Raft {
         self.config.can_lead = can_lead;
     }
 
+    /// The host asked PostgreSQL to promote this standby. Until the position says it left
+    /// recovery, this leader neither hands back to the old primary (it would hold a lease on
+    /// the timeline the promotion supersedes) nor hands over to another standby (a second
+    /// promotion from the same timeline).
+    pub fn promotion_asked(&mut self) {
+        self.promotion_asked = true;
+    }
+
     /// Whether the host promotes a leader that is a standby (`Config::promotes`).
     pub fn set_promotes(&mut self, promotes: bool) {
         self.config.promotes = promotes;
@@ -589,6 +616,21 @@ impl Raft {
         let standing = |w: &WalPosition| (w.known(), w.in_recovery);
         let changed = standing(&wal) != standing(&self.wal);
         self.wal = wal;
+        if let Some(t) = self.leader.as_mut().and_then(|l| l.transfer.as_mut()) {
+            if let (Some(floor), false) = (t.wal_floor, t.wal_floor_final) {
+                t.wal_floor = Some(floor.max(wal.lsn));
+                t.wal_floor_final = true;
+            }
+        }
+        if wal.known() && !wal.in_recovery {
+            self.promotion_asked = false;
+        }
+        // Dated at the last call that brought the time: it may have changed any moment since.
+        // Dated at the next one instead, a follower whose leader died (no call until its timer
+        // or a candidate's request) would take a position it has held for a second as new, and
+        // judge candidates against the one it had before (`wal_sample`).
+        self.wal_history
+            .observe(wal, self.now, self.config.heartbeat_interval);
         if changed {
             self.standing_changed();
         }

@@ -6,15 +6,6 @@ mod common;
 use common::*;
 use pg_leader_raft::{Body, Cause, Event, LogIndex, Message, NodeId, Role, Term, WalPosition};
 
-/// The answer node `to` sent to `from` in its last Ready.
-fn vote_answer(c: &TestCluster, voter: u32) -> Option<(Term, bool)> {
-    let (_, ready) = c.readies.iter().rev().find(|(n, _)| *n == voter)?;
-    ready.messages.iter().find_map(|m| match m.body {
-        Body::VoteResponse { granted, .. } => Some((m.term, granted)),
-        _ => None,
-    })
-}
-
 #[test]
 fn s5_2_follower_waits_between_t_and_2t_then_probes_with_prevote() {
     let mut c = TestCluster::new(3);

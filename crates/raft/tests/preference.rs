@@ -25,6 +25,16 @@ fn place(c: &mut TestCluster, positions: &[WalPosition]) {
     }
 }
 
+/// Three servers at `positions` whose hosts promote a standby that leads (`Config::promotes`).
+fn promoting(positions: &[WalPosition]) -> TestCluster {
+    let mut c = TestCluster::new(3);
+    place(&mut c, positions);
+    for n in 1..=3 {
+        c.with_node(n, |r, _| r.set_promotes(true));
+    }
+    c
+}
+
 fn leader(c: &TestCluster) -> Option<u32> {
     match c.leaders_with_lease().as_slice() {
         [one] => Some(*one),
@@ -384,11 +394,7 @@ fn a_handover_skips_a_voter_not_heard_from_within_the_election_timeout() {
 
 #[test]
 fn a_standby_leader_hands_back_to_a_live_primary_even_where_the_host_promotes() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 100), standby(1, 90)]);
     c.elect(2);
     c.advance_ms(3 * HEARTBEAT_MS);
     assert_eq!(
@@ -400,11 +406,7 @@ fn a_standby_leader_hands_back_to_a_live_primary_even_where_the_host_promotes() 
 
 #[test]
 fn a_standby_leader_keeps_leading_when_the_primary_yielded_and_after_its_promotion() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 100), standby(1, 90)]);
     c.with_node(1, |r, _| r.set_can_lead(false));
     c.elect(2);
     c.advance_ms(5 * ELECTION_MS);
@@ -463,11 +465,7 @@ fn adverts_are_kept_per_member_and_oversized_ones_dropped() {
 
 #[test]
 fn a_switchover_to_a_standby_waits_without_a_lease_until_it_replayed_the_primarys_wal() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 80)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 80), standby(1, 80)]);
     c.elect(1);
     c.advance_ms(2 * HEARTBEAT_MS);
     c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
@@ -489,11 +487,7 @@ fn a_switchover_to_a_standby_waits_without_a_lease_until_it_replayed_the_primary
 
 #[test]
 fn a_switchover_whose_target_never_replays_the_wal_is_abandoned_and_the_lease_comes_back() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 80)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 80), standby(1, 80)]);
     c.elect(1);
     c.advance_ms(2 * HEARTBEAT_MS);
     c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
@@ -533,11 +527,7 @@ fn without_promotion_a_switchover_does_not_wait_for_wal() {
 
 #[test]
 fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 80), standby(1, 90)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 80), standby(1, 90)]);
     c.elect(1);
     c.advance_ms(2 * HEARTBEAT_MS);
     let (departure, ready) = c.with_node(1, |r, now| (r.depart(now), r.take_ready()));
@@ -553,11 +543,7 @@ fn a_dying_primary_hands_over_at_once_without_waiting_for_wal_it_will_never_send
 
 #[test]
 fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent() {
-    let mut c = TestCluster::new(3);
-    place(&mut c, &[primary(1, 100), standby(1, 100), standby(1, 90)]);
-    for n in 1..=3 {
-        c.with_node(n, |r, _| r.set_promotes(true));
-    }
+    let mut c = promoting(&[primary(1, 100), standby(1, 100), standby(1, 90)]);
     c.with_node(1, |r, _| r.set_can_lead(false));
     c.elect(2);
     c.advance_ms(2 * HEARTBEAT_MS);
@@ -577,5 +563,29 @@ fn a_live_primary_is_known_to_a_standby_leader_until_it_yields_or_falls_silent()
         c.node(l).live_primary(),
         None,
         "a silent primary is not live"
+    );
+}
+
+#[test]
+fn a_switchover_waits_for_the_wal_of_the_lease_not_for_what_the_fenced_primary_writes_after() {
+    let mut c = promoting(&[primary(1, 100), standby(1, 80), standby(1, 80)]);
+    c.elect(1);
+    c.advance_ms(2 * HEARTBEAT_MS);
+    c.with_node(1, |r, now| r.transfer_leadership(id(2), now))
+        .unwrap();
+    // The host's first reading after the give-up: what acknowledged commits may have reached.
+    c.advance_ms(1);
+    c.with_node(1, |r, _| r.set_wal_position(primary(1, 110)));
+    c.with_node(2, |r, _| r.set_wal_position(standby(1, 110)));
+    // Fenced sessions keep writing (aborted commits): the primary's position runs on.
+    let mut handed_over = false;
+    for step in 0..10u64 {
+        c.with_node(1, |r, _| r.set_wal_position(primary(1, 120 + 10 * step)));
+        c.advance_ms(HEARTBEAT_MS / 2);
+        handed_over |= c.node(2).role() == Role::Leader;
+    }
+    assert!(
+        handed_over,
+        "the target holds all the WAL of the lease: the handover must not chase later WAL"
     );
 }

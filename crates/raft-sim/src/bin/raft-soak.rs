@@ -14,7 +14,7 @@
 use pg_leader_raft::Duration;
 use pg_leader_raft_sim::faults::Faults;
 use pg_leader_raft_sim::scenario::{run_seed, Options};
-use pg_leader_raft_sim::soak::run_seeds;
+use pg_leader_raft_sim::soak::{exit_code, replayed, run_seeds};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -69,23 +69,10 @@ fn main() -> ExitCode {
         i += 2;
     }
     if let Some(seed) = single {
-        return match run_seed(seed, &options) {
-            Ok(report) => {
-                println!("seed {seed}: no violation: {report:?}");
-                ExitCode::SUCCESS
-            }
-            Err(v) => {
-                println!("seed {seed}: VIOLATION: {v}");
-                ExitCode::FAILURE
-            }
-        };
+        return replayed(seed, run_seed(seed, &options));
     }
     let started = std::time::Instant::now();
     let mut summary = run_seeds(first, seeds, threads, &options);
     summary.print(started.elapsed().as_secs_f64());
-    if summary.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    exit_code(summary.violations.len())
 }

@@ -338,6 +338,7 @@ pub(crate) fn advance_transfer(r: &mut Raft) {
         .is_some_and(|p| p.matched == last_index);
     if caught_up {
         transfer.phase = TransferPhase::LeaseGivenUp;
+        transfer.wal_floor = Some(r.wal.lsn);
         r.refresh_lease();
     } else {
         let target = transfer.target;

@@ -69,6 +69,15 @@ pub fn first_heartbeat(from: u32, to: u32, term: u64) -> Message {
     }
 }
 
+/// The (term, granted) of the vote answer node `voter` sent last, if any.
+pub fn vote_answer(c: &TestCluster, voter: u32) -> Option<(Term, bool)> {
+    let (_, ready) = c.readies.iter().rev().find(|(n, _)| *n == voter)?;
+    ready.messages.iter().find_map(|m| match m.body {
+        Body::VoteResponse { granted, .. } => Some((m.term, granted)),
+        _ => None,
+    })
+}
+
 pub fn config(me: u32, n: u32) -> Config {
     Config::new(NodeId(me), (1..=n).map(NodeId).collect()).with_timing(
         Duration::from_millis(HEARTBEAT_MS),
@@ -174,17 +183,25 @@ impl TestCluster {
     pub fn advance_ms(&mut self, ms: u64) {
         for _ in 0..ms {
             self.now = self.now + Duration::from_millis(1);
-            for n in 1..=self.nodes.len() as u32 {
-                let local = self.local(n);
-                let due = self.nodes[n as usize - 1]
-                    .as_ref()
-                    .is_some_and(|r| r.next_deadline() <= local);
-                if due {
-                    self.with_node(n, |r, now| r.tick(now));
-                }
-            }
+            self.tick_due();
             self.deliver();
         }
+    }
+
+    /// Ticks every node whose deadline has come on its own clock; returns them.
+    pub fn tick_due(&mut self) -> Vec<u32> {
+        let mut ticked = Vec::new();
+        for n in 1..=self.nodes.len() as u32 {
+            let local = self.local(n);
+            let due = self.nodes[n as usize - 1]
+                .as_ref()
+                .is_some_and(|r| r.next_deadline() <= local);
+            if due {
+                self.with_node(n, |r, now| r.tick(now));
+                ticked.push(n);
+            }
+        }
+        ticked
     }
 
     /// Lets the start-up vote blackout pass, then has node `n` campaign and win.
