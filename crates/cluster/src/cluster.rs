@@ -30,6 +30,8 @@ pub struct Cluster {
     pub base_raft_port: u16,
     /// The last node is a witness.
     pub witness: bool,
+    /// Node i serves its HTTP endpoints on this port + i.
+    pub base_http_port: u16,
 }
 
 /// What a witness needs beyond the shared settings: it never leads, and serves next to nothing.
@@ -50,7 +52,17 @@ impl Cluster {
             base_pg_port,
             base_raft_port,
             witness: false,
+            base_http_port: base_raft_port + 1000,
         }
+    }
+
+    /// The same cluster with its HTTP endpoints on `base` + i (raft base port + 1000 + i when
+    /// None).
+    pub fn with_http_port(mut self, base: Option<u16>) -> Cluster {
+        if let Some(base) = base {
+            self.base_http_port = base;
+        }
+        self
     }
 
     /// The same cluster whose last node is a witness.
@@ -85,16 +97,18 @@ impl Cluster {
             value("base_pg_port")? as u16,
             value("base_raft_port")? as u16,
         )
-        .with_witness(value("witness").unwrap_or(0) == 1))
+        .with_witness(value("witness").unwrap_or(0) == 1)
+        .with_http_port(value("base_http_port").ok().map(|p| p as u16)))
     }
 
     fn save(&self) -> Result<()> {
         let text = format!(
-            "nodes={}\nbase_pg_port={}\nbase_raft_port={}\nwitness={}\n",
+            "nodes={}\nbase_pg_port={}\nbase_raft_port={}\nwitness={}\nbase_http_port={}\n",
             self.nodes,
             self.base_pg_port,
             self.base_raft_port,
-            u8::from(self.witness)
+            u8::from(self.witness),
+            self.base_http_port
         );
         fs::write(self.dir.join(LAYOUT_FILE), text)
             .map_err(|e| format!("could not write the layout: {e}"))
@@ -114,7 +128,7 @@ impl Cluster {
 
     /// The node's HTTP health check (`pg_leader.http_port`), on 127.0.0.1.
     pub fn http_port(&self, node: u32) -> u16 {
-        self.base_raft_port + 1000 + node as u16
+        self.base_http_port + node as u16
     }
 
     pub fn data_dir(&self, node: u32) -> PathBuf {

@@ -20,11 +20,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: pg_leader-cluster [--dir DIR] COMMAND
-  up [--nodes N] [--port BASE] [--raft-port BASE] [--witness] [--no-auto-failover]
-     [--no-wal-log-hints]
+  up [--nodes N] [--port BASE] [--raft-port BASE] [--http-port BASE] [--witness]
+     [--no-auto-failover] [--no-wal-log-hints]
      [--set 'NAME = VALUE']...   create and start N servers (default 3): node 1 primary, the rest
                                  pg_basebackup standbys; wait for a leader. Node i listens on
-                                 PostgreSQL port BASE+i (55500) and pg_leader port BASE+i (7500).
+                                 PostgreSQL port BASE+i (55500), pg_leader port BASE+i (7500)
+                                 and HTTP port BASE+i (the pg_leader base + 1000).
                                  PostgreSQL follows the election (pg_leader.auto_failover and
                                  auto_rejoin on) unless --no-auto-failover: election only.
                                  --witness: node N is a witness instead, a minimal server of its
@@ -170,8 +171,11 @@ fn dispatch(dir: &std::path::Path, args: &mut Vec<String>) -> Result<()> {
                     "--witness needs at least 3 nodes: two that can lead and the witness".into(),
                 );
             }
+            // 0: the default, raft base port + 1000.
+            let http_port: u16 = number_option(args, "--http-port", 0)?;
             let c = Cluster::new(dir.to_path_buf(), nodes, port, raft_port(args)?)
-                .with_witness(witness);
+                .with_witness(witness)
+                .with_http_port((http_port != 0).then_some(http_port));
             c.create(&settings)?;
             let all: Vec<u32> = c.ids().collect();
             let (leader, term, _) = observe::wait_for_leader(&c, &all, Duration::from_secs(30))?;
