@@ -1,4 +1,5 @@
-//! This server's WAL position, for WAL-aware elections (`pg_leader.wal_aware_election`).
+//! This server's WAL position, for WAL-aware elections (`pg_leader.wal_aware_election`), and
+//! whether its WAL receiver streams (for `/replica`).
 //!
 //! Read straight from shared memory, the way `pg_current_wal_flush_lsn()` and
 //! `pg_last_wal_replay_lsn()` read it, so the worker needs no database connection and the
@@ -32,5 +33,26 @@ pub fn current_position() -> WalPosition {
         timeline,
         lsn,
         in_recovery,
+    }
+}
+
+/// Whether the WAL receiver is connected to a primary and streaming (what
+/// `pg_stat_wal_receiver.status = 'streaming'` shows once its connection is up). PostgreSQL 15
+/// sets the state to streaming when the receiver starts, before it connects; `ready_to_display`
+/// is set only once the connection is made, and the pid goes back to 0 when it exits.
+///
+/// The three fields are read without the receiver's spinlock (a macro pgrx cannot call): each is
+/// a word written whole, and an answer a moment stale is what a health check gets anyway.
+pub fn receiver_streaming() -> bool {
+    // SAFETY: WalRcv points at shared memory set up before any worker starts; the volatile reads
+    // keep the compiler from caching fields another process writes.
+    unsafe {
+        let rcv = pg_sys::WalRcv;
+        if rcv.is_null() {
+            return false;
+        }
+        std::ptr::read_volatile(&(*rcv).pid) != 0
+            && std::ptr::read_volatile(&(*rcv).walRcvState) == pg_sys::WalRcvState::WALRCV_STREAMING
+            && std::ptr::read_volatile(&(*rcv).ready_to_display)
     }
 }

@@ -45,7 +45,9 @@ cluster_init_replicated "$WORK" 3 "$NO_FENCE" "$ELECTION_ONLY" "pg_leader.on_rol
 node_start 2; node_start 3
 sql 1 "CREATE EXTENSION pg_leader" >/dev/null
 check "one leader agreed by all three" wait_for 15 "one leader" one_agreed_leader 1 2 3
-L=$(leader_now); F=$(( L % 3 + 1 ))
+L=$(leader_now)
+# A follower that is a standby (node 1 is the primary): /replica asks for recovery and streaming.
+F=$(( L == 2 ? 3 : 2 ))
 
 echo "# HTTP health check"
 check "GET /leader is 200 on the leader" test "$(http_code "$L" /leader)" = 200

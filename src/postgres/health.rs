@@ -385,6 +385,17 @@ impl Health {
         self.current.as_ref()
     }
 
+    /// Whether the probe says this server accepts connections: it was answered since the worker
+    /// started and has not been silent for longer than the bound since (as of the last `check`).
+    /// A server the probe cannot reach is taken at its word, as for leading.
+    pub fn accepts_connections(&self) -> bool {
+        let answered = self
+            .probe
+            .as_ref()
+            .is_none_or(|p| p.answered_once.load(Ordering::SeqCst));
+        answered && !matches!(self.current, Some(Sickness::NoAnswer { .. }))
+    }
+
     /// Takes both checks' readings; `bound` is half the election timeout. Main thread only.
     pub fn check(&mut self, now: Instant, bound: Duration) -> Option<Change> {
         self.note_turn(now, bound);

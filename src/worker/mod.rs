@@ -2,6 +2,7 @@
 //! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
 //! -> publish -> send -> log.
 
+mod facts;
 mod going_away;
 mod health;
 mod membership;
@@ -10,7 +11,7 @@ use crate::changes::CHANGES;
 use crate::clock::boottime_now;
 use crate::cluster_config::SettingError;
 use crate::history::History;
-use crate::http::{Health, HttpServer};
+use crate::http::HttpServer;
 use crate::role_hook::{self, Outcome, RoleHook};
 use crate::settings::NodeSettings;
 use crate::shmem::{NodeSlot, PublishedRole, PUBLISHED};
@@ -150,6 +151,8 @@ struct Node {
     peers_target: Option<Membership>,
     /// Whether this server's PostgreSQL can serve (`health`).
     health: crate::postgres::health::Health,
+    /// Elections, leaders and promotions counted for `/metrics`.
+    counters: crate::http::facts::Counters,
 }
 
 #[pg_guard]
@@ -369,6 +372,7 @@ impl Node {
             rejoin_blocked: None,
             rejoin_launched: false,
             health: crate::postgres::health::Health::start(),
+            counters: Default::default(),
         };
         node.report_earlier_rejoin();
         node.process_ready();
@@ -444,17 +448,17 @@ impl Node {
         }
     }
 
-    /// Answers the health-check connections that became ready.
+    /// Answers the HTTP connections that became ready.
     fn serve_http(&mut self, events: &Events) {
-        let Some(http) = self.http.as_mut() else {
+        let Some(mut http) = self.http.take() else {
             return;
         };
         let registry = self.poll.registry();
         for event in events.iter().filter(|e| HttpServer::owns(e.token())) {
-            let (raft, settings, stats) = (&self.raft, &self.settings, &self.stats);
-            http.on_event(event.token(), registry, || health_of(raft, settings, stats));
+            http.on_event(event.token(), registry, || self.facts());
         }
         http.expire(registry);
+        self.http = Some(http);
     }
 
     /// Hands every datagram waiting on the socket to `handle`.
@@ -575,6 +579,7 @@ impl Node {
                 self.leader_answered_change(*outcome);
             }
         }
+        self.counters.observe(&ready.events, self.raft.leader_id());
         if let Some(cause) = ready.events.iter().rev().find_map(|e| match e {
             Event::RoleChanged { cause, .. } => Some(*cause),
             _ => None,
@@ -1117,6 +1122,7 @@ impl Node {
         match &turn.action {
             Some(Action::Promoted { term }) => {
                 self.raft.promotion_asked();
+                self.counters.promoted();
                 pgrx::log!(
                     "pg_leader: promoting this standby: it leads term {term} with the lease and has replayed all WAL received"
                 );
@@ -1272,82 +1278,6 @@ impl Node {
             }
         }
         self.unpublish();
-    }
-}
-
-fn json_text(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_opt(v: Option<impl ToString>) -> String {
-    v.map_or_else(|| "null".to_string(), |v| v.to_string())
-}
-
-/// What the HTTP health check reports: the same facts as pg_leader_status() and
-/// pg_leader_nodes(), read from the worker's own state.
-fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, PeerStats>) -> Health {
-    let now = boottime_now();
-    let status = raft.status();
-    let lease_us = status
-        .lease_deadline
-        .filter(|d| *d > now)
-        .map(|d| d.saturating_since(now).as_micros());
-    let ms_ago = |us: u64| (us != 0).then(|| now.as_micros().saturating_sub(us) / 1000);
-    let contact_ms = status
-        .last_leader_contact
-        .map(|t| now.saturating_since(t).as_millis());
-    let is_leader = status.role == Role::Leader && lease_us.is_some();
-    let healthy_follower = status.role == Role::Follower
-        && status.leader_id.is_some()
-        && contact_ms.is_some_and(|ms| ms < settings.election_timeout_ms as u64);
-    let nodes: Vec<String> = raft
-        .membership()
-        .0
-        .members()
-        .iter()
-        .map(|member| {
-            let id = member.id;
-            let s = stats.get(&id).copied().unwrap_or_default();
-            format!(
-                "{{\"node_id\":{},\"address\":{},\"membership\":\"{}\",\"is_self\":{},\"is_leader\":{},\"last_contact_ms\":{},\"packets_in\":{},\"packets_out\":{},\"packets_rejected\":{}}}",
-                id.0,
-                json_text(&member.address),
-                member.role,
-                id == status.id,
-                status.leader_id == Some(id),
-                json_opt(ms_ago(s.last_contact_us)),
-                s.packets_in,
-                s.packets_out,
-                s.packets_rejected
-            )
-        })
-        .collect();
-    let status_json = format!(
-        "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"nodes\":[{}]}}\n",
-        status.id.0,
-        json_text(published_role(status.role).as_str()),
-        status.term.0,
-        json_opt(status.leader_id.map(|l| l.0)),
-        is_leader,
-        json_opt(lease_us.map(|us| us / 1000)),
-        json_opt(contact_ms),
-        status.commit_index.0,
-        nodes.join(",")
-    );
-    Health {
-        is_leader,
-        healthy_follower,
-        status_json,
     }
 }
 

@@ -1,13 +1,17 @@
-//! The HTTP health check (`pg_leader.http_port`): what HAProxy, keepalived or a load balancer
-//! asks to find the server that takes writes, served from the worker's own event loop.
-//!
-//! - `GET /leader`: 200 only on the leader while its lease holds, else 503.
-//! - `GET /replica`: 200 on a follower that hears from a leader, else 503.
-//! - `GET /status`: 200 with this node's status and its view of every node, as JSON.
+//! The operators' HTTP endpoints (`pg_leader.http_port`): what HAProxy, keepalived, Kubernetes
+//! probes and Prometheus ask, served from the worker's own event loop. The answers are pure
+//! functions of `Facts` (`answer`, `metrics`); this file is the sockets.
 //!
 //! Deliberately small: one request per connection (`Connection: close`), requests larger than
 //! 4 KiB or slower than 2 s are dropped, at most 64 connections at once. Nothing here blocks:
 //! the sockets are non-blocking and registered with the worker's mio poll.
+
+pub mod answer;
+pub mod facts;
+pub mod metrics;
+pub mod request;
+
+pub use facts::Facts;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -23,13 +27,6 @@ const MAX_CONNECTIONS: usize = 64;
 const MAX_REQUEST: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the worker knows when a request arrives.
-pub struct Health {
-    pub is_leader: bool,
-    pub healthy_follower: bool,
-    pub status_json: String,
-}
-
 struct Connection {
     stream: TcpStream,
     request: Vec<u8>,
@@ -42,52 +39,6 @@ pub struct HttpServer {
     listener: TcpListener,
     connections: BTreeMap<Token, Connection>,
     next_token: usize,
-}
-
-/// The answer to one request line, as (status line, body).
-pub fn answer(request: &[u8], health: &Health) -> (&'static str, String) {
-    let text = String::from_utf8_lossy(request);
-    let mut words = text.lines().next().unwrap_or_default().split_whitespace();
-    let (method, path) = (
-        words.next().unwrap_or_default(),
-        words.next().unwrap_or_default(),
-    );
-    if method != "GET" && method != "HEAD" {
-        return ("405 Method Not Allowed", "only GET and HEAD\n".into());
-    }
-    let path = path.split('?').next().unwrap_or_default();
-    let check = |ok: bool, yes: &str, no: &str| {
-        if ok {
-            ("200 OK", format!("{yes}\n"))
-        } else {
-            ("503 Service Unavailable", format!("{no}\n"))
-        }
-    };
-    match path {
-        "/leader" | "/primary" => check(health.is_leader, "leader", "not the leader"),
-        "/replica" => check(health.healthy_follower, "replica", "not a healthy follower"),
-        "/status" | "/" => ("200 OK", health.status_json.clone()),
-        _ => (
-            "404 Not Found",
-            "unknown path: try /leader, /replica or /status\n".into(),
-        ),
-    }
-}
-
-fn format_response(request: &[u8], health: &Health) -> Vec<u8> {
-    let (status, body) = answer(request, health);
-    let json = body.starts_with('{');
-    let head_only = request.starts_with(b"HEAD ");
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        if json { "application/json" } else { "text/plain; charset=utf-8" },
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
 }
 
 impl HttpServer {
@@ -105,8 +56,8 @@ impl HttpServer {
         token.0 >= LISTENER.0
     }
 
-    /// Handles one readiness event; `health` is asked only when a request is complete.
-    pub fn on_event(&mut self, token: Token, registry: &Registry, health: impl FnOnce() -> Health) {
+    /// Handles one readiness event; `facts` is asked only when a request is complete.
+    pub fn on_event(&mut self, token: Token, registry: &Registry, facts: impl FnOnce() -> Facts) {
         if token == LISTENER {
             self.accept(registry);
             return;
@@ -139,10 +90,8 @@ impl HttpServer {
                 conn.response =
                     b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
                         .to_vec();
-            } else if conn.request.windows(4).any(|w| w == b"\r\n\r\n")
-                || conn.request.windows(2).any(|w| w == b"\n\n")
-            {
-                conn.response = format_response(&conn.request, &health());
+            } else if let Some(response) = answer::respond(&conn.request, facts) {
+                conn.response = response.to_bytes();
             }
         }
         if !conn.response.is_empty() {
@@ -215,45 +164,5 @@ impl HttpServer {
         for token in stale {
             self.close(token, registry);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{answer, Health};
-
-    fn health(is_leader: bool, healthy_follower: bool) -> Health {
-        Health {
-            is_leader,
-            healthy_follower,
-            status_json: "{\"role\":\"leader\"}".into(),
-        }
-    }
-
-    #[test]
-    fn leader_and_replica_checks_follow_the_role() {
-        let leader = health(true, false);
-        let follower = health(false, true);
-        let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
-        assert_eq!(answer(&req("/leader"), &leader).0, "200 OK");
-        assert_eq!(
-            answer(&req("/leader"), &follower).0,
-            "503 Service Unavailable"
-        );
-        assert_eq!(answer(&req("/replica"), &follower).0, "200 OK");
-        assert_eq!(
-            answer(&req("/replica"), &leader).0,
-            "503 Service Unavailable"
-        );
-        assert_eq!(answer(&req("/status"), &leader).1, "{\"role\":\"leader\"}");
-        assert_eq!(answer(&req("/nope"), &leader).0, "404 Not Found");
-        assert_eq!(
-            answer(b"POST /leader HTTP/1.1\r\n\r\n", &leader).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(
-            answer(b"\xff\xfe garbage", &leader).0,
-            "405 Method Not Allowed"
-        );
     }
 }
