@@ -89,12 +89,15 @@ fn route(request: &Request, facts: impl FnOnce() -> Facts) -> Response {
             body: facts().status_json,
             head_only: false,
         },
-        "/metrics" => Response {
-            status: 200,
-            content_type: metrics::CONTENT_TYPE,
-            body: metrics::render(&facts()),
-            head_only: false,
-        },
+        "/metrics" => {
+            let (content_type, body) = metrics::render(&facts(), request.accepts_openmetrics);
+            Response {
+                status: 200,
+                content_type,
+                body,
+                head_only: false,
+            }
+        }
         _ => text(
             404,
             "unknown path: try /primary, /replica, /health, /readiness, /leader, /status or /metrics",

@@ -185,8 +185,13 @@ fn status_is_the_json_and_metrics_the_text_format() {
     assert_eq!(r.body, "{\"role\":\"leader\"}\n");
     let r = get("/metrics", leader());
     assert_eq!(r.status, 200);
-    assert!(r.content_type.starts_with("application/openmetrics-text"));
+    assert!(r.content_type.starts_with("text/plain; version=0.0.4"));
     assert!(r.body.contains("pg_leader_term 7\n"), "{}", r.body);
+    let scrape =
+        b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n";
+    let r = respond(scrape, leader).unwrap();
+    assert!(r.content_type.starts_with("application/openmetrics-text"));
+    assert!(r.body.ends_with("# EOF\n"));
 }
 
 #[test]

@@ -3,8 +3,11 @@
 //! follow the format exactly. A registry is built per request from a snapshot: the worker keeps
 //! its numbers where it already had them, and a scrape costs nothing between scrapes.
 //!
-//! The encoder writes OpenMetrics text, which Prometheus reads, and names each counter's
-//! sample `<name>_total`. Every metric here is documented in the README's table.
+//! The encoder writes OpenMetrics text, where a counter family `x` has the sample `x_total`.
+//! That is what Prometheus asks for (`Accept: application/openmetrics-text`); other clients
+//! get the classic text format (0.0.4), where the family is named like its sample, `x_total`:
+//! read as OpenMetrics, a classic parser would take `x_total` for a second, untyped metric.
+//! Every metric here is documented in the README's table.
 
 use super::facts::Facts;
 use prometheus_client::encoding::text::encode;
@@ -14,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The roles `pg_leader_role` has a series for, as `pg_leader_status().role` spells them.
 const ROLES: [&str; 4] = ["follower", "pre-candidate", "candidate", "leader"];
@@ -46,7 +50,40 @@ fn position(lsn: u64) -> i64 {
     i64::try_from(lsn).unwrap_or(i64::MAX)
 }
 
-pub fn render(f: &Facts) -> String {
+/// The metrics as (content type, body): OpenMetrics when the client asks for it, else the
+/// classic text format.
+pub fn render(f: &Facts, openmetrics: bool) -> (&'static str, String) {
+    let text = openmetrics_text(f);
+    if openmetrics {
+        (OPENMETRICS, text)
+    } else {
+        (CLASSIC, classic(&text))
+    }
+}
+
+/// OpenMetrics text to the classic format: counter families take their sample's name
+/// (`_total`), and the `# EOF` line goes.
+fn classic(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines().filter(|l| *l != "# EOF") {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+fn openmetrics_text(f: &Facts) -> String {
     let mut r = Registry::with_prefix("pg_leader");
     let roles = Family::<Labels, Gauge>::default();
     for role in ROLES {
@@ -199,7 +236,7 @@ mod tests {
             ..Facts::default()
         };
         let readme = include_str!("../../README.md");
-        let text = render(&facts);
+        let (_, text) = render(&facts, true);
         let mut seen = 0;
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let mut words = line.split_whitespace().skip(2);
@@ -214,5 +251,21 @@ mod tests {
         }
         assert_eq!(seen, 19);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_classic_format_names_counter_families_like_their_samples() {
+        let facts = Facts {
+            role: "leader",
+            ..Facts::default()
+        };
+        let (content_type, text) = render(&facts, false);
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains(
+            "\n# TYPE pg_leader_elections_won_total counter\npg_leader_elections_won_total 0\n"
+        ));
+        assert!(text.contains("\n# HELP pg_leader_elections_won_total elections this server won"));
+        assert!(text.contains("\n# TYPE pg_leader_term gauge\npg_leader_term 0\n"));
     }
 }

@@ -18,6 +18,8 @@ pub struct Request {
     /// The query's `name=value` pairs, in order (`lag=1024`); not percent-decoded, since no
     /// value we accept needs it.
     pub query: Vec<(String, String)>,
+    /// The client's `Accept` header names OpenMetrics (Prometheus' own scrapes do).
+    pub accepts_openmetrics: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,10 +59,15 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                     (name.to_string(), value.to_string())
                 })
                 .collect();
+            let accepts_openmetrics = request.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("accept")
+                    && String::from_utf8_lossy(h.value).contains("application/openmetrics-text")
+            });
             Parsed::Complete(Request {
                 method,
                 path: path.to_string(),
                 query,
+                accepts_openmetrics,
             })
         }
     }
@@ -92,6 +99,13 @@ mod tests {
         assert_eq!(r.query_value("lag"), Some("1024"));
         assert_eq!(r.query_value("x"), Some(""));
         assert_eq!(r.query_value("y"), None);
+        assert!(!r.accepts_openmetrics);
+        let Parsed::Complete(r) = parse(
+            b"GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+        ) else {
+            panic!("not parsed");
+        };
+        assert!(r.accepts_openmetrics);
     }
 
     #[test]
