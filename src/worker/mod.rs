@@ -4,6 +4,7 @@
 
 mod going_away;
 mod health;
+mod maintenance;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -150,6 +151,11 @@ struct Node {
     peers_target: Option<Membership>,
     /// Whether this server's PostgreSQL can serve (`health`).
     health: crate::postgres::health::Health,
+    /// A maintenance request a session made, until applied; the last one taken; the applied
+    /// state the health rule last saw (`maintenance`).
+    maintenance_request: Option<maintenance::MaintenanceInFlight>,
+    maintenance_answered: u64,
+    paused_seen: bool,
 }
 
 #[pg_guard]
@@ -369,6 +375,9 @@ impl Node {
             rejoin_blocked: None,
             rejoin_launched: false,
             health: crate::postgres::health::Health::start(),
+            maintenance_request: None,
+            maintenance_answered: PUBLISHED.share().maintenance_asked,
+            paused_seen: false,
         };
         node.report_earlier_rejoin();
         node.process_ready();
@@ -407,6 +416,9 @@ impl Node {
             self.serve_transfer_request();
             self.serve_change_request();
             self.drive_change();
+            self.serve_maintenance_request();
+            self.drive_maintenance();
+            self.follow_maintenance();
             self.drive_peers_target();
             self.run_role_hook();
             self.follow_health();
@@ -650,8 +662,17 @@ impl Node {
         let now = boottime_now();
         let status = self.raft.status();
         for event in &ready.events {
-            if let Event::RoleChanged { cause, .. } = event {
-                self.history.role_changed(now, &status, cause.as_str());
+            match event {
+                Event::RoleChanged { cause, .. } => {
+                    self.history.role_changed(now, &status, cause.as_str())
+                }
+                Event::MaintenanceChanged {
+                    paused,
+                    by,
+                    term,
+                    index,
+                } => self.maintenance_changed(*paused, *by, *term, *index),
+                _ => {}
             }
         }
         self.history.lease(now, &status);
@@ -740,6 +761,8 @@ impl Node {
                 Event::TransferRefused { outcome } => {
                     pgrx::log!("pg_leader: the leader refused a switchover passed on to it (code {outcome})");
                 }
+                // Logged with the history record (`maintenance_changed`).
+                Event::MaintenanceChanged { .. } => {}
             }
         }
     }
@@ -755,6 +778,7 @@ impl Node {
             p.leader_id,
             p.membership_index,
             p.membership_index <= p.commit_index,
+            p.paused,
         );
         p.generation += 1;
         p.node_id = status.id.0 as i32;
@@ -787,6 +811,10 @@ impl Node {
         p.set_self_membership(membership.role_of(status.id));
         p.rejected_by_reason = self.rejected_by_reason;
         p.set_cause(self.last_cause);
+        let maintenance = self.raft.maintenance();
+        p.paused = maintenance.paused;
+        p.paused_by = maintenance.by.map_or(0, |n| n.0 as i32);
+        p.paused_term = maintenance.term.0;
         for (slot, member) in p.nodes.iter_mut().zip(members) {
             let id = member.id;
             let stats = self.stats.get(&id).copied().unwrap_or_default();
@@ -809,6 +837,7 @@ impl Node {
                 p.leader_id,
                 p.membership_index,
                 p.membership_index <= p.commit_index,
+                p.paused,
             );
         drop(p);
         if changed {
@@ -1104,6 +1133,15 @@ impl Node {
             self.yielded = false;
             self.follow_can_lead();
         }
+        // Maintenance mode (or not sure yet that it is off): no promotion, re-pointing or
+        // rejoin; decided again from the facts once it is off.
+        if self.raft.automatic_actions_held() {
+            if self.raft.maintenance().paused && self.database_note.is_some() {
+                self.database_note = None;
+                self.publish();
+            }
+            return;
+        }
         // PostgreSQL replays what it received before it finishes a promotion anyway: waiting for
         // the replay first only keeps a slow or held-up replay from stretching the read-only
         // time after the lease was won; it must not stop the promotion for good.
@@ -1333,7 +1371,7 @@ fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, Peer
         })
         .collect();
     let status_json = format!(
-        "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"nodes\":[{}]}}\n",
+        "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"paused\":{},\"nodes\":[{}]}}\n",
         status.id.0,
         json_text(published_role(status.role).as_str()),
         status.term.0,
@@ -1342,6 +1380,7 @@ fn health_of(raft: &Raft, settings: &NodeSettings, stats: &BTreeMap<NodeId, Peer
         json_opt(lease_us.map(|us| us / 1000)),
         json_opt(contact_ms),
         status.commit_index.0,
+        raft.maintenance().paused,
         nodes.join(",")
     );
     Health {
