@@ -100,6 +100,7 @@ fn pg_leader_status() -> TableIterator<
         name!(commit_index, i64),
         name!(error, Option<String>),
         name!(membership, String),
+        name!(paused, bool),
     ),
 > {
     let p = snapshot();
@@ -116,6 +117,7 @@ fn pg_leader_status() -> TableIterator<
         p.commit_index as i64,
         p.error().map(str::to_string),
         member_role_name(p.self_membership()).to_string(),
+        p.paused,
     );
     TableIterator::once(row)
 }

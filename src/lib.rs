@@ -20,6 +20,7 @@ pub mod fence;
 pub mod history;
 pub mod http;
 pub mod lease_gate;
+pub mod maintenance_ops;
 pub mod membership_ops;
 pub mod notifier;
 pub mod operations;

@@ -6,8 +6,8 @@
 use crate::api::read_snapshot;
 use crate::changes::CHANGES;
 use crate::clock::boottime_now;
-use crate::operations::{fail, require_positive_timeout};
-use crate::shmem::{member_role_name, PublishedRole, CHANGE_TIMED_OUT, PUBLISHED};
+use crate::operations::{fail, require_positive_timeout, require_running_worker};
+use crate::shmem::{member_role_name, CHANGE_TIMED_OUT, PUBLISHED};
 use pg_leader_raft::{ChangeError, MemberRole};
 use pgrx::prelude::*;
 
@@ -120,15 +120,7 @@ fn check_arguments(id: i32, timeout_ms: i32) {
         );
     }
     require_positive_timeout(timeout_ms);
-    let role = read_snapshot(|p| p.role());
-    if matches!(role, PublishedRole::Misconfigured | PublishedRole::Starting) {
-        fail(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("the pg_leader worker is {}", role.as_str()),
-            None,
-            Some("See pg_leader_status().".into()),
-        );
-    }
+    require_running_worker();
 }
 
 /// Hands the change to the worker and waits for the leader's answer; returns the deadline.

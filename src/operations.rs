@@ -24,6 +24,19 @@ pub(crate) fn fail(
     unreachable!("ERROR does not return")
 }
 
+/// The operations need a worker that runs: a misconfigured or starting one takes no request.
+pub(crate) fn require_running_worker() {
+    let role = read_snapshot(|p| p.role());
+    if matches!(role, PublishedRole::Misconfigured | PublishedRole::Starting) {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the pg_leader worker is {}", role.as_str()),
+            None,
+            Some("See pg_leader_status().".into()),
+        );
+    }
+}
+
 /// The operations wait for the cluster: a timeout of zero or less could never be met.
 pub(crate) fn require_positive_timeout(timeout_ms: i32) {
     if timeout_ms <= 0 {

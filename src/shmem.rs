@@ -108,6 +108,17 @@ pub struct Published {
     pub change_deadline_us: u64,
     pub change_answered: u64,
     pub change_outcome: i32,
+    /// Maintenance mode as this server applied it from the log (`pg_leader_pause()`), who asked
+    /// for it and in which term; `paused_by` 0 when it was never asked.
+    pub paused: bool,
+    pub paused_by: i32,
+    pub paused_term: u64,
+    /// `pg_leader_pause()` / `pg_leader_resume()`: a session sets `maintenance_want`, the
+    /// deadline, bumps `maintenance_asked` and sends SIGINT; the worker keeps asking the leader
+    /// until this server applied that state or the deadline passed. Sessions wait for `paused`.
+    pub maintenance_asked: u64,
+    pub maintenance_want: bool,
+    pub maintenance_deadline_us: u64,
 }
 
 /// `change_outcome` when no leader took the change within the session's timeout.

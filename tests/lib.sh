@@ -158,6 +158,24 @@ one_agreed_leader() {
   done
 }
 
+# A primary and its streaming standbys (auto_failover clusters). Node $1 is in recovery or not.
+in_recovery() { sql "$1" "SELECT pg_is_in_recovery()" 2>/dev/null; }
+# Node $1 is the writable primary and the leader, agreed by nodes 1 to 3.
+is_primary_leader() {
+  one_agreed_leader 1 2 3 && [ "$(leaders_among 1 2 3)" = "$1 " ] && [ "$(in_recovery "$1")" = f ]
+}
+# Node $1 is in recovery and streams from node $2.
+streams_from() {
+  [ "$(in_recovery "$1")" = t ] &&
+    [ "$(sql "$2" "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg_leader_$1' AND state = 'streaming'" 2>/dev/null)" = 1 ]
+}
+# The cluster of nodes 1 to 3 is whole: node $1 the primary leading, both others streaming from it.
+whole() {
+  local p=$1 i
+  is_primary_leader "$p" || return 1
+  for i in 1 2 3; do [ "$i" = "$p" ] || streams_from "$i" "$p" || return 1; done
+}
+
 # Plain test bookkeeping.
 PASSED=0; FAILED=0
 check() {

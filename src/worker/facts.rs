@@ -119,7 +119,7 @@ impl Node {
             })
             .collect();
         format!(
-            "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"nodes\":[{}]}}\n",
+            "{{\"node_id\":{},\"role\":{},\"term\":{},\"leader_id\":{},\"is_leader\":{},\"lease_remaining_ms\":{},\"last_leader_contact_ms\":{},\"commit_index\":{},\"paused\":{},\"nodes\":[{}]}}\n",
             f.node_id,
             json_text(f.role),
             f.term,
@@ -128,6 +128,7 @@ impl Node {
             json_opt(f.lease_remaining_us.map(|us| us / 1000)),
             json_opt(f.leader_contact_ms),
             self.raft.status().commit_index.0,
+            self.raft.maintenance().paused,
             nodes.join(",")
         )
     }

@@ -49,7 +49,9 @@ impl Node {
     /// a leader that may no longer lead hands over at once.
     pub(super) fn follow_can_lead(&mut self) {
         let allowed = self.may_lead();
-        let may_lead = allowed && self.health.sickness().is_none();
+        // Maintenance mode: no handover away from a sick server; judged again on resume.
+        let may_lead =
+            allowed && (self.health.sickness().is_none() || self.raft.maintenance().paused);
         if may_lead == self.raft.config().can_lead {
             return;
         }

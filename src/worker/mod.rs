@@ -5,6 +5,7 @@
 mod facts;
 mod going_away;
 mod health;
+mod maintenance;
 mod membership;
 
 use crate::changes::CHANGES;
@@ -153,6 +154,11 @@ struct Node {
     health: crate::postgres::health::Health,
     /// Elections, leaders and promotions counted for `/metrics`.
     counters: crate::http::facts::Counters,
+    /// A maintenance request a session made, until applied; the last one taken; the applied
+    /// state the health rule last saw (`maintenance`).
+    maintenance_request: Option<maintenance::MaintenanceInFlight>,
+    maintenance_answered: u64,
+    paused_seen: bool,
 }
 
 #[pg_guard]
@@ -373,6 +379,9 @@ impl Node {
             rejoin_launched: false,
             health: crate::postgres::health::Health::start(),
             counters: Default::default(),
+            maintenance_request: None,
+            maintenance_answered: PUBLISHED.share().maintenance_asked,
+            paused_seen: false,
         };
         node.report_earlier_rejoin();
         node.process_ready();
@@ -411,6 +420,9 @@ impl Node {
             self.serve_transfer_request();
             self.serve_change_request();
             self.drive_change();
+            self.serve_maintenance_request();
+            self.drive_maintenance();
+            self.follow_maintenance();
             self.drive_peers_target();
             self.run_role_hook();
             self.follow_health();
@@ -655,8 +667,17 @@ impl Node {
         let now = boottime_now();
         let status = self.raft.status();
         for event in &ready.events {
-            if let Event::RoleChanged { cause, .. } = event {
-                self.history.role_changed(now, &status, cause.as_str());
+            match event {
+                Event::RoleChanged { cause, .. } => {
+                    self.history.role_changed(now, &status, cause.as_str())
+                }
+                Event::MaintenanceChanged {
+                    paused,
+                    by,
+                    term,
+                    index,
+                } => self.maintenance_changed(*paused, *by, *term, *index),
+                _ => {}
             }
         }
         self.history.lease(now, &status);
@@ -745,6 +766,8 @@ impl Node {
                 Event::TransferRefused { outcome } => {
                     pgrx::log!("pg_leader: the leader refused a switchover passed on to it (code {outcome})");
                 }
+                // Logged with the history record (`maintenance_changed`).
+                Event::MaintenanceChanged { .. } => {}
             }
         }
     }
@@ -760,6 +783,7 @@ impl Node {
             p.leader_id,
             p.membership_index,
             p.membership_index <= p.commit_index,
+            p.paused,
         );
         p.generation += 1;
         p.node_id = status.id.0 as i32;
@@ -792,6 +816,10 @@ impl Node {
         p.set_self_membership(membership.role_of(status.id));
         p.rejected_by_reason = self.rejected_by_reason;
         p.set_cause(self.last_cause);
+        let maintenance = self.raft.maintenance();
+        p.paused = maintenance.paused;
+        p.paused_by = maintenance.by.map_or(0, |n| n.0 as i32);
+        p.paused_term = maintenance.term.0;
         for (slot, member) in p.nodes.iter_mut().zip(members) {
             let id = member.id;
             let stats = self.stats.get(&id).copied().unwrap_or_default();
@@ -814,6 +842,7 @@ impl Node {
                 p.leader_id,
                 p.membership_index,
                 p.membership_index <= p.commit_index,
+                p.paused,
             );
         drop(p);
         if changed {
@@ -1108,6 +1137,15 @@ impl Node {
             // Rebuilt as a standby: it may lead again, as any standby.
             self.yielded = false;
             self.follow_can_lead();
+        }
+        // Maintenance mode (or not sure yet that it is off): no promotion, re-pointing or
+        // rejoin; decided again from the facts once it is off.
+        if self.raft.automatic_actions_held() {
+            if self.raft.maintenance().paused && self.database_note.is_some() {
+                self.database_note = None;
+                self.publish();
+            }
+            return;
         }
         // PostgreSQL replays what it received before it finishes a promotion anyway: waiting for
         // the replay first only keeps a slow or held-up replay from stretching the read-only

@@ -100,6 +100,10 @@ pub fn chain_hash(prev: u64, entry: &Entry) -> u64 {
                 mix(member.role as u64);
             }
         }
+        EntryData::Maintenance { paused, by } => {
+            mix(u64::MAX - 1 - *paused as u64);
+            mix(by.0 as u64);
+        }
     }
     h
 }

@@ -146,6 +146,7 @@ pub struct Cluster {
     /// `Config::promotes` of every server (`pg_leader.auto_failover`).
     pub promotes: bool,
     pub checker: Checker,
+    pub maintenance: crate::maintenance::MaintenanceChecker,
     pub counters: Counters,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
@@ -275,6 +276,7 @@ impl Cluster {
             failover: None,
             promotes: false,
             checker: Checker::default(),
+            maintenance: Default::default(),
             counters: Counters::default(),
             queue: BinaryHeap::new(),
             seq: 0,
@@ -540,6 +542,9 @@ impl Cluster {
         }
         self.now = self.now.max(until);
         self.failover_step()?;
+        if self.maintenance.ending {
+            self.end_maintenance()?;
+        }
         self.check_leases()
     }
 
@@ -783,6 +788,10 @@ impl Cluster {
                     node.id
                 ));
             }
+        }
+        if !ready.committed.is_empty() {
+            let (applied, paused) = (raft.log().applied(), raft.maintenance().paused);
+            self.maintenance.applied(node.id, applied, paused)?;
         }
         if commit != node.verified_commit {
             let from = node.verified_commit.min(commit);

@@ -59,10 +59,12 @@ pub enum FailoverFault {
     LossyNetwork,
     Suspend,
     Switchover,
+    /// An operator pauses or resumes automatic actions on a random server.
+    Maintenance,
 }
 
 impl FailoverFault {
-    pub const ALL: [FailoverFault; 12] = [
+    pub const ALL: [FailoverFault; 13] = [
         FailoverFault::KillPrimary,
         FailoverFault::KillAny,
         FailoverFault::WorkerCrash,
@@ -75,6 +77,7 @@ impl FailoverFault {
         FailoverFault::LossyNetwork,
         FailoverFault::Suspend,
         FailoverFault::Switchover,
+        FailoverFault::Maintenance,
     ];
 
     pub fn bit(self) -> u32 {
@@ -95,6 +98,7 @@ impl FailoverFault {
             FailoverFault::LossyNetwork => "lossy, duplicating, slow network",
             FailoverFault::Suspend => "machine suspended",
             FailoverFault::Switchover => "switchover (leadership transfer)",
+            FailoverFault::Maintenance => "maintenance mode asked on or off",
         }
     }
 }
@@ -364,6 +368,14 @@ fn inject(c: &mut Cluster, fault: FailoverFault, target: usize) -> Result<bool, 
             let to = NodeId(target as u32 + 1);
             c.act(l, |r, now| r.transfer_leadership(to, now))?;
         }
+        FailoverFault::Maintenance => {
+            // Resumed more often than paused, so that most of the faults still meet failover.
+            if !c.is_up(target) {
+                return Ok(false);
+            }
+            let paused = c.rng.uniform(0, 3) == 0;
+            c.request_maintenance(target, paused)?;
+        }
     }
     Ok(true)
 }
@@ -417,6 +429,7 @@ pub fn converged(c: &Cluster) -> Result<usize, String> {
 fn settle(c: &mut Cluster, what: &str) -> Result<usize, Violation> {
     c.failover_step()?;
     c.network.calm();
+    c.maintenance.ending = true;
     for i in 0..c.size() {
         c.resume(i);
         if let Some(f) = c.failover.as_mut() {

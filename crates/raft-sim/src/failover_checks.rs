@@ -2,7 +2,8 @@
 //! (a) at most one database acknowledges commits at any real instant (invariant 8, the write
 //! fence: never two primaries that both hold a lease at once);
 //! (b) a server promotes only while it holds the lease, and at most once per term it leads;
-//! (e) a timeline id names one history (checked by `Histories::create`).
+//! (e) a timeline id names one history (checked by `Histories::create`);
+//! (f) no promotion starts while the server's applied state says maintenance mode is on.
 //! The liveness check (c) and the count of lost commits (d) are in `failover`.
 
 use crate::checker::Violation;
@@ -63,6 +64,21 @@ impl FailoverChecker {
         }
         if !self.promotions.insert((node, term)) {
             return Err(format!("node {node} promotes twice in term {term}"));
+        }
+        Ok(())
+    }
+
+    /// (f): server `node` starts promoting while the log it applied says `paused`.
+    pub fn no_promotion_in_maintenance(
+        &self,
+        node: NodeId,
+        term: Term,
+        paused: bool,
+    ) -> Result<(), Violation> {
+        if paused {
+            return Err(format!(
+                "node {node} promotes in term {term} while maintenance mode is on"
+            ));
         }
         Ok(())
     }

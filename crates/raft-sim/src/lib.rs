@@ -10,6 +10,7 @@ pub mod failover;
 pub mod failover_checks;
 pub mod failover_soak;
 pub mod faults;
+pub mod maintenance;
 pub mod network;
 pub mod preferred;
 pub mod promises;

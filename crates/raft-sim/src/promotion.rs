@@ -77,6 +77,8 @@ pub struct HostRules {
     /// its own (a promotion was decided) acknowledges no commit, lease or not: its timeline is
     /// superseded and whatever it writes will be discarded by its rebuild.
     pub fence_superseded: bool,
+    /// Nothing is done by itself while the core holds automatic actions (maintenance mode).
+    pub respects_maintenance: bool,
 }
 
 impl Default for HostRules {
@@ -86,6 +88,7 @@ impl Default for HostRules {
             promote_needs_lease: true,
             timeline: TimelineRule::NextKnown,
             fence_superseded: false,
+            respects_maintenance: true,
         }
     }
 }
@@ -423,6 +426,10 @@ impl Cluster {
             .max()
             .unwrap_or(0);
         let holds_lease = self.lease_holders().contains(&i);
+        if f.rules.respects_maintenance && raft.automatic_actions_held() {
+            return Ok(None);
+        }
+        let paused = raft.maintenance().paused;
         let d = &f.dbs[i];
         let own_timeline = f.histories.timeline(d.history);
         match d.state {
@@ -449,6 +456,7 @@ impl Cluster {
                     }
                 }
                 f.checker.promotion_started(id, term, holds_lease)?;
+                f.checker.no_promotion_in_maintenance(id, term, paused)?;
                 let delay = if f.rng.uniform(0, 10) == 0 {
                     f.rng.uniform(500_000, 3_000_000)
                 } else {

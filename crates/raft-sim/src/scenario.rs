@@ -338,7 +338,16 @@ fn fault_phase(
                     let _ = c.act(l, |r, now| r.transfer_leadership(to, now))?;
                 }
             }
-            10 | 11 => {
+            10 => {
+                // Maintenance asked on any server: the leader appends it, a follower passes it
+                // on, a server with no leader refuses it.
+                report.faults -= 1;
+                if c.is_up(target) {
+                    let paused = c.rng.uniform(0, 3) == 0;
+                    c.request_maintenance(target, paused)?;
+                }
+            }
+            11 => {
                 report.faults -= 1;
                 if let Some(l) = (0..n).find(|&i| c.nodes[i].paused_until <= c.now && c.is_up(i)) {
                     let command = c.rng.next_u64().to_le_bytes().to_vec();
@@ -489,6 +498,7 @@ fn change_membership(c: &mut Cluster, target: usize) -> Result<bool, Violation> 
 fn liveness_phase(c: &mut Cluster) -> Result<u64, Violation> {
     let start = c.now;
     c.network.calm();
+    c.maintenance.ending = true;
     for i in 0..c.size() {
         c.nodes[i].disk_fault = None;
         c.nodes[i].slow_fsync_until = 0;

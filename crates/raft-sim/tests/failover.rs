@@ -106,9 +106,12 @@ fn without_the_write_fence_two_primaries_acknowledge_commits_at_once() {
 
 #[test]
 fn a_leader_that_promotes_before_it_holds_the_lease_is_caught() {
-    // (With a reservation first, its commit takes the round trip that also brings the lease.)
+    // (With a reservation first, its commit takes the round trip that also brings the lease;
+    // so does the wait for an entry of its term before it may act at all, which maintenance
+    // mode asks for: that rule is off here too.)
     let rules = HostRules {
         promote_needs_lease: false,
+        respects_maintenance: false,
         ..HostRules::default()
     };
     let (seed, v) = first_violation(&with_rules(rules)).expect("caught within 100 seeds");
@@ -233,4 +236,17 @@ mod scenarios {
         assert!(f.timeline(last) >= 2, "the primary is on a new timeline");
         assert_ne!(last, 0, "the former primary was rebuilt");
     }
+}
+
+#[test]
+fn a_host_that_promotes_during_maintenance_is_caught() {
+    let rules = HostRules {
+        respects_maintenance: false,
+        ..reserving_timelines()
+    };
+    let (seed, v) = first_violation(&with_rules(rules)).expect("caught within 100 seeds");
+    assert!(
+        v.contains("while maintenance mode is on"),
+        "seed {seed}: {v}"
+    );
 }

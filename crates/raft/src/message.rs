@@ -73,7 +73,7 @@ impl Entry {
     /// An upper bound of its encoded size in bytes, to keep messages within a datagram.
     pub fn size_bound(&self) -> usize {
         let data = match &self.data {
-            EntryData::Noop => 0,
+            EntryData::Noop | EntryData::Maintenance { .. } => 0,
             EntryData::Command(bytes) => bytes.len(),
             EntryData::Membership(m) => m
                 .members()
@@ -93,6 +93,10 @@ pub enum EntryData {
     Command(Vec<u8>),
     /// A new configuration, in effect from the moment it is in a log (see `membership`).
     Membership(Membership),
+    /// Maintenance mode on or off (`maintenance`), asked by an operator on server `by`; in
+    /// effect once applied. Last, so that every earlier variant keeps its number on the wire
+    /// and on disk: an older server drops a message carrying it as malformed, never misreads it.
+    Maintenance { paused: bool, by: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +195,12 @@ pub enum Body {
     Advert {
         conninfo: String,
     },
+    /// A follower passes on an operator's `pg_leader_pause()` or `pg_leader_resume()`; the
+    /// leader appends the entry unless its log already ends in that state. No answer: the asker
+    /// sends it again until it applies the state asked for (`maintenance`).
+    MaintenanceRequest {
+        paused: bool,
+    },
 }
 
 impl Message {
@@ -211,6 +221,7 @@ impl Message {
             Body::ChangeAnswer { .. } => "ChangeAnswer",
             Body::Departing => "Departing",
             Body::Advert { .. } => "Advert",
+            Body::MaintenanceRequest { .. } => "MaintenanceRequest",
         }
     }
 }

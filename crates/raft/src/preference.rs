@@ -280,6 +280,10 @@ impl Raft {
         if state.transfer.is_some() || !self.wal.known() {
             return;
         }
+        // Maintenance mode: handing back to a primary is an automatic action like a promotion.
+        if self.automatic_actions_held() {
+            return;
+        }
         // Promotion asked: the old primary's timeline is superseded, whatever it says.
         if self.promotion_asked && self.wal.in_recovery {
             return;

@@ -78,6 +78,9 @@ pub struct Raft {
     /// (Pre-)votes received in the current campaign.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) lease_deadline: Option<Instant>,
+    /// The commit index of the last AppendEntries from the leader: a follower that has not
+    /// applied up to it may lack a maintenance entry the cluster committed (`maintenance`).
+    pub(crate) leader_commit_heard: LogIndex,
     pub(crate) ready: Ready,
 }
 
@@ -205,6 +208,7 @@ impl Raft {
             leader: None,
             votes: BTreeMap::new(),
             lease_deadline: None,
+            leader_commit_heard: LogIndex(0),
             ready: Ready::default(),
         };
         raft.promised_until = now + raft.config.election_timeout.max(raft.longest_promise);
@@ -659,7 +663,7 @@ impl Raft {
 
     // ----- rules common to every role -----
 
-    fn advance_clock(&mut self, now: Instant) {
+    pub(crate) fn advance_clock(&mut self, now: Instant) {
         self.now = self.now.max(now);
         // The host updates the position before each call: now it is known when it was seen.
         self.wal_history
@@ -1002,8 +1006,10 @@ impl Raft {
     }
 
     pub(crate) fn collect_committed(&mut self) {
+        let before = self.maintenance();
         let newly = self.log.take_committed();
         self.ready.committed.extend(newly);
+        self.maintenance_applied(before);
     }
 
     /// A fresh election deadline: at least `T` from now and past every promise this node made

@@ -160,6 +160,14 @@ pub enum Event {
     /// On the leader: a follower said it is going away (`Body::Departing`); it is not counted
     /// until it answers again.
     FollowerDeparted { node: NodeId },
+    /// Maintenance mode as this server applies it changed (`maintenance`): `paused` by an
+    /// operator on node `by`, in the entry at `index` of term `term`.
+    MaintenanceChanged {
+        paused: bool,
+        by: NodeId,
+        term: Term,
+        index: LogIndex,
+    },
 }
 
 #[derive(Clone, Debug, Default)]

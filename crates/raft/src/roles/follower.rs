@@ -54,6 +54,7 @@ pub(crate) fn handle_append(r: &mut Raft, msg: Message) {
         return;
     };
     r.note_leader(msg.from);
+    r.leader_commit_heard = leader_commit;
     r.last_leader_contact = Some(r.now);
     r.refused_a_stale_candidate = false;
     r.leader_heard_at = r.now;

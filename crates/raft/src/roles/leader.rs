@@ -42,6 +42,10 @@ pub(crate) fn step(r: &mut Raft, msg: Message) {
         }
         Body::ChangeRequest { change } => r.answer_change_request(msg.from, change),
         Body::Departing => crate::departure::follower_departed(r, msg.from),
+        Body::MaintenanceRequest { paused } => {
+            // Refused only while a handover runs: the asker sends it again to the next leader.
+            let _ = r.propose_maintenance(paused, msg.from);
+        }
         Body::TransferRequest { target } => r.ready.events.push(Event::TransferRequested {
             from: msg.from,
             target,
