@@ -16,3 +16,12 @@ pub fn boottime_now() -> Instant {
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     Instant::from_micros(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
 }
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): `CLOCK_BOOTTIME` readings compare only
+/// within one boot. None when it cannot be read.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+}

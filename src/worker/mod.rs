@@ -2,6 +2,7 @@
 //! alike (it needs no database connection). Its loop: socket + timer + signals -> core -> persist
 //! -> publish -> send -> log.
 
+mod clean_stop;
 mod facts;
 mod going_away;
 mod health;
@@ -327,11 +328,13 @@ impl Node {
         let now = boottime_now();
         let seed =
             now.as_micros() ^ (std::process::id() as u64) << 20 ^ (settings.node_id as u64) << 48;
-        let raft = Raft::new(
+        let earlier = clean_stop::earlier_promises(&storage, settings.node_id);
+        let raft = Raft::start(
             config,
             storage.persisted().clone(),
             Box::new(SplitMix64::new(seed)),
             now,
+            earlier,
         )
         .map_err(|e| StartError::plain(format!("invalid configuration: {e}"), None))?;
         let codec = Codec::new(&settings.cluster_name, &settings.secret);
@@ -411,6 +414,7 @@ impl Node {
             }
             if BackgroundWorker::sigterm_received() {
                 self.shut_down();
+                self.record_clean_stop();
                 return;
             }
             if BackgroundWorker::sighup_received() {

@@ -18,6 +18,22 @@ impl Cluster {
     /// first catch up goes on handling what reaches it until its lease is given up (TimeoutNow
     /// leaves at that instant) or `HANDOVER_BUDGET_US` has passed, as the worker does.
     pub fn announced_crash(&mut self, i: usize) -> Result<(), Violation> {
+        self.depart(i)?;
+        self.crash(i);
+        Ok(())
+    }
+
+    /// A clean stop, as the worker's on SIGTERM: it departs like an announced crash, then,
+    /// having handled its last message, records when its promises end.
+    pub fn stop_cleanly(&mut self, i: usize) -> Result<(), Violation> {
+        self.depart(i)?;
+        let end = self.nodes[i].raft.as_ref().map(|r| r.promises_end());
+        self.crash(i);
+        self.nodes[i].stop_record = end;
+        Ok(())
+    }
+
+    fn depart(&mut self, i: usize) -> Result<(), Violation> {
         // First of all, as the worker does: its sessions see no lease from here on.
         self.nodes[i].lease_gate_closed = true;
         let departure = self.act(i, |r, now| r.depart(now))?;
@@ -29,7 +45,6 @@ impl Cluster {
             // The tick that sends TimeoutNow is due at once.
             self.run_until(self.now)?;
         }
-        self.crash(i);
         Ok(())
     }
 

@@ -10,8 +10,9 @@ use crate::promotion::FailoverDatabases;
 use crate::setup::EdgeRandom;
 pub use crate::setup::{Setup, Timing};
 use pg_leader_raft::{
-    Body, Cause, Config, Duration, EntryData, Event, Instant, LogIndex, Membership, Message,
-    NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term, WalPosition,
+    Body, Cause, Config, Duration, EarlierPromises, EntryData, Event, Instant, LogIndex,
+    Membership, Message, NodeId, PersistedState, Raft, RandomSource, Ready, Role, SplitMix64, Term,
+    WalPosition,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -120,6 +121,10 @@ pub struct SimNode {
     pub fsync_delay: u64,
     /// Applies to the next durable write.
     pub disk_fault: Option<DiskFault>,
+    /// What the host wrote at its last clean stop: when its promises end, on its own clock
+    /// (which runs on while it is down, as `CLOCK_BOOTTIME` does within one boot). The next
+    /// start takes it; a reboot discards it.
+    pub stop_record: Option<Instant>,
 }
 
 /// Counters the scenario reports.
@@ -252,6 +257,7 @@ impl Cluster {
                 slow_fsync_until: 0,
                 fsync_delay: 0,
                 disk_fault: None,
+                stop_record: None,
                 published_lease: None,
                 lease_gate_closed: false,
                 orphaned_lease: None,
@@ -341,7 +347,11 @@ impl Cluster {
         let now = self.local_now(i);
         let wal = self.position(i);
         let node = &mut self.nodes[i];
-        let mut raft = Raft::new(config, node.disk.clone(), rng, now)
+        let earlier = match node.stop_record.take() {
+            Some(end) => EarlierPromises::EndAt(end),
+            None => EarlierPromises::Unknown,
+        };
+        let mut raft = Raft::start(config, node.disk.clone(), rng, now, earlier)
             .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;
         // The host tells what the server is before anything else happens.
         raft.set_wal_position(wal);

@@ -34,6 +34,9 @@ pub struct Faults {
     pub proposals: bool,
     /// `Raft::campaign()` called on a random server (an operator's nudge).
     pub campaign_nudges: bool,
+    /// A server stops cleanly and records when its promises end; started again in the same
+    /// boot it waits only for what is left (`EarlierPromises::EndAt`), after a reboot in full.
+    pub clean_stops: bool,
     /// One seed in four runs adversarially: election timers draw their minimum half the time,
     /// network delays sit at the edges of their range, every clock at the edge of its drift.
     pub adversarial: bool,
@@ -55,6 +58,7 @@ impl Default for Faults {
             wal_moves: true,
             proposals: true,
             campaign_nudges: true,
+            clean_stops: true,
             adversarial: true,
         }
     }
@@ -77,6 +81,7 @@ impl Faults {
             wal_moves: false,
             proposals: false,
             campaign_nudges: false,
+            clean_stops: false,
             adversarial: false,
         }
     }
@@ -84,7 +89,7 @@ impl Faults {
 
 impl Faults {
     /// The knobs by name, for the command line.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "mixed-timings",
         "timing-reloads",
         "cannot-lead",
@@ -98,6 +103,7 @@ impl Faults {
         "wal-moves",
         "proposals",
         "campaign-nudges",
+        "clean-stops",
         "adversarial",
     ];
 
@@ -117,6 +123,7 @@ impl Faults {
             "wal-moves" => &mut self.wal_moves,
             "proposals" => &mut self.proposals,
             "campaign-nudges" => &mut self.campaign_nudges,
+            "clean-stops" => &mut self.clean_stops,
             "adversarial" => &mut self.adversarial,
             _ => return false,
         };
@@ -145,13 +152,14 @@ pub enum Exercised {
     TimelineChange,
     ProposalBurst,
     CampaignNudge,
+    CleanStop,
     Adversarial,
     /// Not a fault: a server that may not lead was elected (a caretaker) in the seed.
     CaretakerElected,
 }
 
 impl Exercised {
-    pub const ALL: [Exercised; 19] = [
+    pub const ALL: [Exercised; 20] = [
         Exercised::MixedTimings,
         Exercised::TimingReload,
         Exercised::LeaderReloadThenCut,
@@ -169,6 +177,7 @@ impl Exercised {
         Exercised::TimelineChange,
         Exercised::ProposalBurst,
         Exercised::CampaignNudge,
+        Exercised::CleanStop,
         Exercised::Adversarial,
         Exercised::CaretakerElected,
     ];
@@ -208,6 +217,7 @@ impl Exercised {
             Exercised::TimelineChange => "timeline changes",
             Exercised::ProposalBurst => "proposal bursts on the leader",
             Exercised::CampaignNudge => "campaign() nudges",
+            Exercised::CleanStop => "clean stops (restart waits only for the promise left)",
             Exercised::Adversarial => "adversarial timers and delays",
             Exercised::CaretakerElected => "(outcome) a server that may not lead elected caretaker",
         }

@@ -266,7 +266,7 @@ fn fault_phase(
         c.run_until((c.now + step).min(end))?;
         let target = c.rng.uniform(0, n as u64) as usize;
         report.faults += 1;
-        match c.rng.uniform(0, 32) {
+        match c.rng.uniform(0, 34) {
             14 | 15 => {
                 report.faults -= 1;
                 if change_membership(c, target)? {
@@ -450,6 +450,20 @@ fn new_fault(
             c.act(target, |r, now| r.campaign(now))
                 .map_err(|v| format!("{v} [in Raft::campaign()]"))?;
             c.exercise(Exercised::CampaignNudge);
+        }
+        32 | 33 if f.clean_stops => {
+            // A clean stop (pg_ctl stop, a package upgrade), then a start in the same boot, or
+            // after a reboot (one in four) that makes the record worthless.
+            if !c.is_up(target) || c.nodes[target].paused_until > c.now {
+                return Ok(false);
+            }
+            c.stop_cleanly(target)?;
+            if c.rng.uniform(0, 4) == 0 {
+                c.nodes[target].stop_record = None;
+            }
+            let down = c.rng.uniform(1, 2 * longest);
+            c.restart_after(target, down);
+            c.exercise(Exercised::CleanStop);
         }
         28..=30 if f.proposals => {
             if let Some(l) = (0..n).find(|&i| is_leader(c, i) && c.nodes[i].paused_until <= c.now) {

@@ -3,7 +3,7 @@
 //!
 //! Only the moment a server campaigns changes here; every vote rule stays (design.md, traps): a
 //! server that started grants no vote and does not campaign before its start blackout ends
-//! (`promised_until`: at least `T`), and no server campaigns before its own promise to a leader
+//! (`promised_until`: at least `T` after a crash, `restart`), and no server campaigns before its own promise to a leader
 //! ends, since its own vote would otherwise count for a new leader while the old lease may hold.
 //! Every deadline set here is past `promised_until`.
 //!
@@ -62,7 +62,7 @@ impl Raft {
             let t = t.as_micros();
             Duration::from_micros(self.rng.uniform(t / 2, t + t / 2))
         };
-        self.election_deadline = self.promised_until.max(self.started_at + t) + wait;
+        self.election_deadline = self.promised_until + wait;
     }
 
     /// A vote request arrived: a standby in its first wait makes way for a preferred primary.

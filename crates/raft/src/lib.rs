@@ -20,6 +20,7 @@ pub mod progress;
 pub mod quorum;
 pub mod raft;
 pub mod ready;
+pub mod restart;
 pub mod rng;
 mod roles;
 pub mod types;
@@ -36,5 +37,6 @@ pub use raft::{
     Dropped, NotLeader, Raft, Status, TransferError, MAX_ADVERT_LEN, MAX_LEASE, MAX_TERM_JUMP,
 };
 pub use ready::{Cause, Event, HardState, PersistedState, Ready, Role};
+pub use restart::EarlierPromises;
 pub use rng::{RandomSource, SplitMix64};
 pub use types::{Duration, Instant, LogIndex, NodeId, Term};

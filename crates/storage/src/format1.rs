@@ -73,7 +73,11 @@ mod tests {
             },
         };
         let payload = bincode::serde::encode_to_vec(&old, bincode_config()).unwrap();
-        std::fs::write(dir.path().join(STATE_FILE), frame(FORMAT, &payload)).unwrap();
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            frame(crate::MAGIC, FORMAT, &payload),
+        )
+        .unwrap();
         let storage = Storage::open(dir.path(), "prod", NodeId(2)).unwrap();
         let expected = HardState {
             term: Term(4),

@@ -13,6 +13,9 @@
 //! not vote rather than guess.
 
 mod format1;
+mod stop_record;
+
+pub use stop_record::STOP_RECORD_FILE;
 
 use pg_leader_raft::{NodeId, PersistedState, Ready};
 use serde::{Deserialize, Serialize};
@@ -163,36 +166,41 @@ impl Storage {
     }
 
     fn write(&self) -> Result<(), StorageError> {
-        let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let bytes = encode(&self.stored);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        file.write_all(&bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
-        Ok(())
+        write_atomically(&self.dir, STATE_FILE, &encode(&self.stored))
     }
+}
+
+/// Writes `name` in `dir` so that a crash leaves the old file or the new one, never a mix: a
+/// temporary file, fsync'd, renamed over the old one, then the directory fsync'd.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok(())
 }
 
 fn encode(stored: &Stored) -> Vec<u8> {
     let payload =
         bincode::serde::encode_to_vec(stored, bincode_config()).expect("state always encodes");
-    frame(FORMAT, &payload)
+    frame(MAGIC, FORMAT, &payload)
 }
 
 /// Header, payload and checksum around an encoded payload of format `format`.
-fn frame(format: u8, payload: &[u8]) -> Vec<u8> {
+fn frame(magic: &[u8; 4], format: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(magic);
     out.push(format);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
@@ -201,7 +209,8 @@ fn frame(format: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
+/// The format and payload inside `frame`'s envelope, checked.
+fn unframe<'a>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), &'static str> {
     if bytes.len() < HEADER + CHECKSUM {
         return Err("too short");
     }
@@ -209,15 +218,19 @@ fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
     if Sha256::digest(body).as_slice() != sum {
         return Err("checksum mismatch");
     }
-    if &body[..4] != MAGIC {
+    if &body[..4] != magic {
         return Err("not a pg_leader state file");
     }
     let len = u32::from_be_bytes(body[5..9].try_into().expect("4 bytes")) as usize;
     if HEADER + len != body.len() {
         return Err("length mismatch");
     }
-    let payload = &body[HEADER..];
-    match body[4] {
+    Ok((body[4], &body[HEADER..]))
+}
+
+fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
+    let (format, payload) = unframe(MAGIC, bytes)?;
+    match format {
         FORMAT => decode_payload::<Stored>(payload),
         format1::FORMAT => decode_payload::<format1::Stored>(payload).map(Stored::from),
         _ => Err("unknown format version"),

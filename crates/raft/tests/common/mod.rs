@@ -259,6 +259,21 @@ impl TestCluster {
         self.flush(n);
     }
 
+    /// Restarts node `n` (down already) knowing what the host recorded of its earlier promises.
+    pub fn restart_knowing(&mut self, n: u32, earlier: pg_leader_raft::EarlierPromises) {
+        let total = self.nodes.len() as u32;
+        let raft = Raft::start(
+            config(n, total),
+            self.disks[n as usize - 1].clone(),
+            Box::new(SplitMix64::new(n as u64 + 200)),
+            self.local(n),
+            earlier,
+        )
+        .unwrap();
+        self.nodes[n as usize - 1] = Some(raft);
+        self.flush(n);
+    }
+
     pub fn leaders_with_lease(&self) -> Vec<u32> {
         (1..=self.nodes.len() as u32)
             .filter(|&n| {
