@@ -312,16 +312,12 @@ impl Node {
                 })?)
             }
         };
-        let mut config = Config::new(me, settings.peers.iter().map(|p| NodeId(p.id)).collect())
-            .with_timing(
-                Duration::from_millis(settings.heartbeat_ms as u64),
-                Duration::from_millis(settings.election_timeout_ms as u64),
-            );
-        config.addresses = settings
-            .peers
-            .iter()
-            .map(|p| (NodeId(p.id), p.address()))
-            .collect();
+        let mut config = Config::from_peers(
+            me,
+            settings.peers.iter().map(|p| (NodeId(p.id), p.address())),
+            settings.heartbeat_ms as u64,
+            settings.election_timeout_ms as u64,
+        );
         config.can_lead = crate::settings::CAN_BE_LEADER.get();
         config.promotes = crate::settings::AUTO_FAILOVER.get();
         let conninfo = crate::settings::conninfo(&settings.peers, settings.node_id);

@@ -70,6 +70,23 @@ impl Config {
         }
     }
 
+    /// The configuration a server starts with: `me` among the voters its settings list, each
+    /// with its address, and its timings in milliseconds.
+    pub fn from_peers(
+        me: NodeId,
+        peers: impl IntoIterator<Item = (NodeId, String)>,
+        heartbeat_ms: u64,
+        election_timeout_ms: u64,
+    ) -> Config {
+        let addresses: BTreeMap<NodeId, String> = peers.into_iter().collect();
+        let mut config = Config::new(me, addresses.keys().copied().collect()).with_timing(
+            Duration::from_millis(heartbeat_ms),
+            Duration::from_millis(election_timeout_ms),
+        );
+        config.addresses = addresses;
+        config
+    }
+
     /// Sets both timings.
     pub fn with_timing(mut self, heartbeat: Duration, election_timeout: Duration) -> Config {
         self.heartbeat_interval = heartbeat;

@@ -12,6 +12,7 @@
 //! cluster (copied by pg_basebackup or pg_rewind), is refused with a reason: the node then does
 //! not vote rather than guess.
 
+pub mod clock;
 mod format1;
 mod stop_record;
 

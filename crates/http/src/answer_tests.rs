@@ -1,7 +1,7 @@
 //! Every endpoint's answer, from facts made up for each case.
 
 use super::*;
-use crate::http::facts::{Counters, PeerFacts};
+use crate::facts::{Counters, PeerFacts};
 
 fn leader() -> Facts {
     Facts {

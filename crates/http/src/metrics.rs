@@ -220,7 +220,7 @@ fn openmetrics_text(f: &Facts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::facts::PeerFacts;
+    use crate::facts::PeerFacts;
 
     /// Every metric that `render` writes has its row in the README's table, with its type.
     #[test]
@@ -235,7 +235,7 @@ mod tests {
             rejected_by_reason: vec![("replay", 1)],
             ..Facts::default()
         };
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let (_, text) = render(&facts, true);
         let mut seen = 0;
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
