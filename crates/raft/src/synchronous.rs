@@ -17,9 +17,10 @@
 //! setting is in effect) and lowered only once a voter's departure is committed.
 
 use crate::membership::{MemberRole, Membership};
-use crate::message::WalPosition;
+use crate::message::{EntryData, WalPosition};
 use crate::quorum::majority;
-use crate::types::NodeId;
+use crate::raft::Raft;
+use crate::types::{Instant, NodeId};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -142,6 +143,111 @@ pub fn lacks_flushed_wal(candidate: &WalPosition, voter: &WalPosition) -> bool {
         return false;
     }
     candidate.lsn < voter.lsn
+}
+
+/// A candidate a voter refused for the synchronous quorum: what each said of its WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuorumRefusal {
+    pub candidate: NodeId,
+    pub theirs: WalPosition,
+    pub ours: WalPosition,
+    pub at: Instant,
+}
+
+impl fmt::Display for QuorumRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waiting for a server that holds every acknowledged commit (pg_leader.synchronous = quorum): no vote for node {}, whose WAL ({}) may lack commits acknowledged with the WAL this server flushed ({}); pg_leader_force_failover() accepts the loss",
+            self.candidate,
+            position_text(&self.theirs),
+            position_text(&self.ours)
+        )
+    }
+}
+
+fn position_text(w: &WalPosition) -> String {
+    if !w.known() {
+        return "unknown".to_string();
+    }
+    format!(
+        "{:X}/{:X} on timeline {}{}",
+        w.lsn >> 32,
+        w.lsn & 0xFFFF_FFFF,
+        w.timeline,
+        if w.in_recovery {
+            ", a standby"
+        } else {
+            ", a primary"
+        }
+    )
+}
+
+impl Raft {
+    /// Sets `pg_leader.synchronous = quorum` on or off (`Config::synchronous_quorum`).
+    pub fn set_synchronous_quorum(&mut self, on: bool) {
+        self.config.synchronous_quorum = on;
+        if !on {
+            self.quorum_refusal = None;
+        }
+    }
+
+    /// The host holds (or releases) a joining member's promotion: the setting that covers the
+    /// configuration with it as a voter is not in effect yet.
+    pub fn hold_voter_promotion(&mut self, hold: bool) {
+        self.voter_promotion_held = hold;
+    }
+
+    /// The vote rule of the synchronous quorum, noting a refusal for `Status`.
+    pub(crate) fn refuses_for_quorum(&mut self, candidate: NodeId, theirs: &WalPosition) -> bool {
+        let refused = lacks_flushed_wal(theirs, &self.wal);
+        if refused {
+            self.quorum_refusal = Some(QuorumRefusal {
+                candidate,
+                theirs: *theirs,
+                ours: self.wal,
+                at: self.now,
+            });
+        }
+        refused
+    }
+
+    /// A refusal of the last two election timeouts, unless this node leads: why the cluster
+    /// waits.
+    pub(crate) fn recent_quorum_refusal(&self) -> Option<QuorumRefusal> {
+        let window = self.config.election_timeout + self.config.election_timeout;
+        self.quorum_refusal
+            .filter(|r| self.leader.is_none() && self.now < r.at + window)
+    }
+
+    /// What `synchronous_standby_names` must say while this server is the primary, for the
+    /// configurations that may elect now (the latest, the one before while the latest is not
+    /// committed) and next (`upcoming`, a change the host is about to propose).
+    pub fn synchronous_setting(
+        &self,
+        upcoming: Option<&Membership>,
+        data_bearing: impl Fn(NodeId) -> bool,
+    ) -> StandbySetting {
+        let previous = (self.membership_index > self.log.committed()).then(|| {
+            self.log
+                .entries()
+                .iter()
+                .rev()
+                .filter_map(|e| match &e.data {
+                    EntryData::Membership(m) if e.index < self.membership_index => Some(m.clone()),
+                    _ => None,
+                })
+                .next()
+                .unwrap_or_else(|| self.config.bootstrap_membership())
+        });
+        standby_setting(
+            self.config.id,
+            &self.membership,
+            previous.as_ref(),
+            upcoming,
+            data_bearing,
+        )
+    }
 }
 
 #[cfg(test)]
