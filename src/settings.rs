@@ -22,6 +22,21 @@ pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 pub static AUTO_FAILOVER: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static AUTO_REJOIN: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static SYNCHRONOUS: GucSetting<Synchronous> = GucSetting::<Synchronous>::new(Synchronous::Off);
+
+/// `pg_leader.synchronous`: whether the primary that leads waits for a quorum of standbys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, pgrx::PostgresGucEnum)]
+pub enum Synchronous {
+    #[name = c"off"]
+    Off,
+    #[name = c"quorum"]
+    Quorum,
+}
+
+/// `pg_leader.synchronous = quorum` is in effect.
+pub fn synchronous_quorum() -> bool {
+    SYNCHRONOUS.get() == Synchronous::Quorum
+}
 
 /// Defines every setting and reserves the `pg_leader` prefix, so a misspelt
 /// `pg_leader.something` is reported instead of silently ignored.
@@ -117,6 +132,14 @@ pub fn define() {
         c"Make PostgreSQL follow the election: the leader promotes itself, the standbys stream from it.",
         c"Off: pg_leader only elects, and scripts act on its answer.",
         &AUTO_FAILOVER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_leader.synchronous",
+        c"Keep every acknowledged commit on every later leader: off or quorum.",
+        c"quorum: the primary that leads waits for ANY k of the other voters (synchronous_standby_names, set by pg_leader), and votes go only to servers holding all the WAL the voter flushed.",
+        &SYNCHRONOUS,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -9,6 +9,12 @@
 //! would first have to replay, or would lose, everything after it. The system identifier comes
 //! along: a witness is a database system of its own, whose WAL says nothing of the others'. So
 //! does whether the server is in recovery: leadership goes to the writable primary.
+//!
+//! With `pg_leader.synchronous = quorum` a standby reports what it has flushed instead (the
+//! WAL receiver's flush position when it is ahead of the replay): that is what the primary
+//! waited for before it acknowledged a commit, so it is the position that covers every
+//! acknowledged commit, and what votes must compare (`pg_leader_raft::synchronous`). A standby
+//! elected on it replays it all before it is promoted (`postgres::failover`).
 
 use pg_leader_raft::WalPosition;
 use pgrx::pg_sys;
@@ -19,13 +25,22 @@ pub fn current_position() -> WalPosition {
     let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
     // SAFETY: both functions only read XLogCtl/XLogRecoveryCtl under their spinlocks; they are
     // meant to be called by any process attached to shared memory.
-    let lsn = unsafe {
+    let mut lsn = unsafe {
         if in_recovery {
             pg_sys::GetXLogReplayRecPtr(&mut timeline)
         } else {
             pg_sys::GetFlushRecPtr(&mut timeline)
         }
     };
+    if in_recovery && crate::settings::synchronous_quorum() {
+        let mut received_on: pg_sys::TimeLineID = 0;
+        // SAFETY: reads WalRcv under its spinlock, callable by any process.
+        let flushed =
+            unsafe { pg_sys::GetWalRcvFlushRecPtr(std::ptr::null_mut(), &mut received_on) };
+        if (received_on, flushed) > (timeline, lsn) {
+            (timeline, lsn) = (received_on, flushed);
+        }
+    }
     // SAFETY: reads the control file's copy in shared memory, set before any worker starts.
     let system = unsafe { pg_sys::GetSystemIdentifier() };
     WalPosition {

@@ -40,20 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-current_primary() {
-  local i
-  for i in 1 2 3; do is_primary_leader "$i" && { echo "$i"; return 0; }; done
-  return 1
-}
-# A former standby among the nodes other than $1 that is now out of recovery and leads.
-promoted_among_others() {
-  local i
-  for i in 1 2 3; do
-    [ "$i" != "$1" ] && [ "$(sql "$i" "SELECT NOT pg_is_in_recovery() AND pg_leader_is_leader()" 2>/dev/null)" = t ] &&
-      { echo "$i"; return 0; }
-  done
-  return 1
-}
 wrote_elsewhere() { $WRITER downtime "$OUT/writes.tsv" "$1" "$2" >/dev/null; }
 
 CONN="host=$WORK,$WORK,$WORK port=$((BASE_PG_PORT + 1)),$((BASE_PG_PORT + 2)),$((BASE_PG_PORT + 3)) user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2"

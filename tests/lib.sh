@@ -176,6 +176,22 @@ whole() {
   for i in 1 2 3; do [ "$i" = "$p" ] || streams_from "$i" "$p" || return 1; done
 }
 
+# The one of nodes 1 to 3 that is the primary and leads, agreed by all.
+current_primary() {
+  local i
+  for i in 1 2 3; do is_primary_leader "$i" && { echo "$i"; return 0; }; done
+  return 1
+}
+# A former standby among the nodes other than $1 that is now out of recovery and leads.
+promoted_among_others() {
+  local i
+  for i in 1 2 3; do
+    [ "$i" != "$1" ] && [ "$(sql "$i" "SELECT NOT pg_is_in_recovery() AND pg_leader_is_leader()" 2>/dev/null)" = t ] &&
+      { echo "$i"; return 0; }
+  done
+  return 1
+}
+
 # Plain test bookkeeping.
 PASSED=0; FAILED=0
 check() {

@@ -8,6 +8,9 @@
 //! table is wrapped, so every message put and every flush while an acknowledgement is pending
 //! checks first. PostgreSQL sets that table in `pq_init` after fork, so the wrapper is
 //! installed lazily, in the first fenced commit of a client backend.
+//!
+//! With the synchronous quorum, a commit the synchronous standbys have not confirmed (its wait
+//! was cancelled, `sync_wait`) is withheld the same way, and counted with the others.
 
 use super::lease;
 use super::pg_ffi::{self, PQcommMethods};
@@ -48,12 +51,18 @@ pub(super) fn committed() {
         return;
     }
     install();
-    if lease::holds_now() {
+    if super::sync_wait::commit_unconfirmed() {
+        withhold(
+            "pg_leader: the synchronous standbys have not confirmed this commit (its wait was cancelled); the connection was closed without acknowledging it",
+        );
+    } else if lease::holds_now() {
         ACK_PENDING.set(true);
     } else {
-        withhold();
+        withhold(LEASE_ENDED);
     }
 }
+
+const LEASE_ENDED: &str = "pg_leader: the lease ended while a commit was in flight; the connection was closed without acknowledging it";
 
 fn install() {
     // SAFETY: this backend's own globals, changed from its only thread; the original table is
@@ -76,8 +85,8 @@ fn install() {
     }
 }
 
-/// The lease ended before the acknowledgement left: cut the connection so that it never does.
-fn withhold() {
+/// The acknowledgement must not leave (`why`): cut the connection so that it never does.
+fn withhold(why: &'static str) {
     ACK_PENDING.set(false);
     lease::count_withheld();
     // SAFETY: the backend's own client socket; shutdown only changes its state, and every later
@@ -87,7 +96,7 @@ fn withhold() {
     // come back here.
     pgrx::pg_sys::panic::ErrorReport::new(
         PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-        "pg_leader: the lease ended while a commit was in flight; the connection was closed without acknowledging it",
+        why,
         "pg_leader write fence",
     )
     .report(PgLogLevel::LOG_SERVER_ONLY);
@@ -96,7 +105,7 @@ fn withhold() {
 /// Before anything leaves while an acknowledgement is pending: the lease must still hold.
 fn check_before_send() {
     if ACK_PENDING.get() && !lease::holds_now() {
-        withhold();
+        withhold(LEASE_ENDED);
     }
 }
 

@@ -23,6 +23,7 @@ mod commit;
 pub mod lease;
 mod pg_ffi;
 mod session;
+mod sync_wait;
 
 use crate::settings;
 use pgrx::pg_sys;

@@ -8,6 +8,7 @@ mod going_away;
 mod health;
 mod maintenance;
 mod membership;
+mod synchronous;
 
 use crate::changes::CHANGES;
 use crate::clock::boottime_now;
@@ -119,6 +120,7 @@ struct Node {
     watch: going_away::Watch,
     /// PostgreSQL following the election (`pg_leader.auto_failover`).
     failover: crate::postgres::failover::Failover,
+    synchronous: crate::postgres::synchronous::SynchronousStandbys,
     /// This server's `pg_leader.conninfo`, advertised to the others, and when it last was.
     conninfo: String,
     advertised_at: Option<std::time::Instant>,
@@ -320,6 +322,7 @@ impl Node {
         );
         config.can_lead = crate::settings::CAN_BE_LEADER.get();
         config.promotes = crate::settings::AUTO_FAILOVER.get();
+        config.synchronous_quorum = crate::settings::synchronous_quorum();
         let conninfo = crate::settings::conninfo(&settings.peers, settings.node_id);
         let now = boottime_now();
         let seed =
@@ -369,6 +372,7 @@ impl Node {
             peers_target: None,
             watch,
             failover: Default::default(),
+            synchronous: Default::default(),
             conninfo,
             advertised_at: None,
             database_note: None,
@@ -428,7 +432,9 @@ impl Node {
             self.follow_health();
             // Unknown when turned off: then no one is refused for its WAL, by us or because of us.
             self.raft.set_wal_position(
-                if crate::settings::WAL_AWARE_ELECTION.get() || crate::settings::AUTO_FAILOVER.get()
+                if crate::settings::WAL_AWARE_ELECTION.get()
+                    || crate::settings::AUTO_FAILOVER.get()
+                    || crate::settings::synchronous_quorum()
                 {
                     crate::wal::current_position()
                 } else {
@@ -436,6 +442,7 @@ impl Node {
                 },
             );
             self.advertise();
+            self.follow_synchronous();
             self.follow_database();
             let now = boottime_now();
             let deadline = self.raft.next_deadline();
@@ -805,6 +812,7 @@ impl Node {
             .sickness()
             .map(|s| s.to_string())
             .or_else(|| status.not_preferred.map(|r| r.to_string()))
+            .or_else(|| status.quorum_refusal.map(|r| r.to_string()))
             .or_else(|| self.database_note.clone());
         p.set_error(error.as_deref());
         // SAFETY: getpid cannot fail.
@@ -876,6 +884,7 @@ impl Node {
                 }
             );
         }
+        self.reload_synchronous();
         let conninfo = crate::settings::conninfo(&self.settings.peers, self.settings.node_id);
         if conninfo != self.conninfo {
             self.conninfo = conninfo;
@@ -1043,7 +1052,10 @@ impl Node {
         loop {
             let now = boottime_now();
             // The primary's WAL as it is now: commits acknowledged up to the lease's end count.
-            if crate::settings::WAL_AWARE_ELECTION.get() || crate::settings::AUTO_FAILOVER.get() {
+            if crate::settings::WAL_AWARE_ELECTION.get()
+                || crate::settings::AUTO_FAILOVER.get()
+                || crate::settings::synchronous_quorum()
+            {
                 self.raft.set_wal_position(crate::wal::current_position());
             }
             self.raft.tick(now);
@@ -1150,9 +1162,12 @@ impl Node {
         // PostgreSQL replays what it received before it finishes a promotion anyway: waiting for
         // the replay first only keeps a slow or held-up replay from stretching the read-only
         // time after the lease was won; it must not stop the promotion for good.
-        let replay_wait_over = self.raft.leader_since().is_some_and(|since| {
-            now >= since + Duration::from_millis(self.settings.election_timeout_ms as u64)
-        });
+        // With the synchronous quorum the vote compared what this standby flushed: it replays
+        // all of it before the promotion is asked, however long that takes.
+        let replay_wait_over = !crate::settings::synchronous_quorum()
+            && self.raft.leader_since().is_some_and(|since| {
+                now >= since + Duration::from_millis(self.settings.election_timeout_ms as u64)
+            });
         let turn = self
             .failover
             .drive(&self.raft, &local, may_promote, replay_wait_over);

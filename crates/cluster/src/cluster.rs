@@ -227,8 +227,13 @@ impl Cluster {
         check(&mut initdb, "initdb")?;
         self.configure(node, settings)?;
         self.start(node)?;
-        self.with_fence_lifted(node, "CREATE EXTENSION IF NOT EXISTS pg_leader")
-            .map(|_| ())
+        // Alone, it has no standby to confirm the commit, which pg_leader.synchronous = quorum
+        // would wait for: this one is local.
+        self.with_fence_lifted(
+            node,
+            "SET synchronous_commit = local; CREATE EXTENSION IF NOT EXISTS pg_leader",
+        )
+        .map(|_| ())
     }
 
     /// Runs `sql` on `node` with its write fence off. A server alone holds no lease, so the

@@ -48,6 +48,9 @@ pub struct Config {
     /// preferred primary is heard (`Raft::heard_all_since_elected`); a switchover from a
     /// primary then waits for the target's WAL (`TransferPhase::AwaitingWal`).
     pub promotes: bool,
+    /// `pg_leader.synchronous = quorum`: a vote goes only to a candidate that holds all the WAL
+    /// the voter flushed, whatever the logs (`synchronous`).
+    pub synchronous_quorum: bool,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             max_entries_per_message: 64,
             wal_aware: true,
             promotes: false,
+            synchronous_quorum: false,
         }
     }
 

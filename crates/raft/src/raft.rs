@@ -53,6 +53,11 @@ pub struct Raft {
     /// been heard since: a voter that may not lead then campaigns as a caretaker (see
     /// `may_campaign`).
     pub(crate) refused_a_stale_candidate: bool,
+    /// The last candidate this voter refused for the synchronous quorum (`synchronous`).
+    pub(crate) quorum_refusal: Option<crate::synchronous::QuorumRefusal>,
+    /// The host holds a joining member's promotion: the synchronous setting that covers it is
+    /// not in effect yet (`synchronous`).
+    pub(crate) voter_promotion_held: bool,
     /// When this node last heard from a leader of its term (or led, or started).
     pub(crate) leader_heard_at: Instant,
     /// This server's data position, told by the host (`set_wal_position`).
@@ -161,6 +166,9 @@ pub struct Status {
     pub lease_deadline: Option<Instant>,
     /// On a primary that is not leading: why it is not the preferred leader (`preference`).
     pub not_preferred: Option<NotPreferred>,
+    /// The last candidate this voter refused for the synchronous quorum in the last two
+    /// election timeouts, and why (`synchronous`).
+    pub quorum_refusal: Option<crate::synchronous::QuorumRefusal>,
 }
 
 impl Raft {
@@ -195,6 +203,8 @@ impl Raft {
             promised_until: now,
             longest_promise: persisted.hard_state.longest_promise,
             refused_a_stale_candidate: false,
+            quorum_refusal: None,
+            voter_promotion_held: false,
             leader_heard_at: now,
             wal: WalPosition::default(),
             wal_history: WalHistory::default(),
@@ -652,6 +662,7 @@ impl Raft {
             last_leader_contact: self.last_leader_contact,
             lease_deadline: self.lease_deadline(),
             not_preferred: self.not_preferred(),
+            quorum_refusal: self.recent_quorum_refusal(),
         }
     }
 
@@ -857,7 +868,11 @@ impl Raft {
         if !sticky && !log_ok && self.membership.is_voter(msg.from) {
             self.refused_a_stale_candidate = true;
         }
-        let granted = !sticky && !behind && free_to_vote && log_ok;
+        // With the synchronous quorum, whatever the logs: the winner must hold every commit
+        // acknowledged with the WAL this voter flushed (design invariant 9, `synchronous`).
+        let lacks_acknowledged =
+            self.config.synchronous_quorum && self.refuses_for_quorum(msg.from, &wal);
+        let granted = !sticky && !behind && !lacks_acknowledged && free_to_vote && log_ok;
         if granted && !pre_vote {
             // Durable before the grant leaves: the Ready carries the hard state first.
             self.voted_for = Some(msg.from);

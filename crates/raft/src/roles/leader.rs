@@ -295,10 +295,9 @@ fn advance_membership(r: &mut Raft) {
         return;
     };
     let next = match member.role {
-        MemberRole::Joining if p.matched >= committed => {
-            r.membership
-                .with_role(member.id, &member.address, MemberRole::Voter)
-        }
+        MemberRole::Joining if p.matched >= committed && !r.voter_promotion_held => r
+            .membership
+            .with_role(member.id, &member.address, MemberRole::Voter),
         // It must know its demotion is committed, or it would go on campaigning (§4.1).
         MemberRole::Leaving
             if (p.matched >= r.membership_index
