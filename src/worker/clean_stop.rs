@@ -14,6 +14,10 @@ pub(super) fn earlier_promises(storage: &Storage, me: u32) -> EarlierPromises {
     // Without a boot id nothing can be trusted, but a record must still be removed.
     let boot = boot_id().unwrap_or_default();
     match storage.take_clean_stop(&boot) {
+        // With the synchronous quorum a standby's vote compares the WAL it flushed, which it
+        // under-reports after a start until its replay reads pg_wal back: the full wait keeps
+        // it from voting in that time (README, "Synchronous quorum").
+        Ok(Some(_)) if crate::settings::synchronous_quorum() => EarlierPromises::Unknown,
         Ok(Some(end)) => {
             let left = end.saturating_since(boottime_now());
             pgrx::log!(
