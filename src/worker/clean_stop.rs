@@ -9,30 +9,33 @@ use crate::clock::{boot_id, boottime_now};
 use pg_leader_raft::EarlierPromises;
 use pg_leader_storage::Storage;
 
-/// What the last clean stop recorded, taken (removed) so that it serves this start only.
+/// What this start knows of the node's earlier promises (`Storage::earlier_promises`); the
+/// clean-stop record is taken (removed) so that it serves this start only.
 pub(super) fn earlier_promises(storage: &Storage, me: u32) -> EarlierPromises {
     // Without a boot id nothing can be trusted, but a record must still be removed.
     let boot = boot_id().unwrap_or_default();
-    match storage.take_clean_stop(&boot) {
+    let (earlier, error) = storage.earlier_promises(&boot);
+    if let Some(e) = error {
+        pgrx::warning!(
+            "pg_leader: node {me} could not take its clean-stop record, so it waits a full election timeout: {e}"
+        );
+    }
+    match earlier {
         // With the synchronous quorum a standby's vote compares the WAL it flushed, which it
         // under-reports after a start until its replay reads pg_wal back: the full wait keeps
         // it from voting in that time (README, "Synchronous quorum").
-        Ok(Some(_)) if crate::settings::synchronous_quorum() => EarlierPromises::Unknown,
-        Ok(Some(end)) => {
+        EarlierPromises::EndAt(_) if crate::settings::synchronous_quorum() => {
+            EarlierPromises::Unknown
+        }
+        EarlierPromises::EndAt(end) => {
             let left = end.saturating_since(boottime_now());
             pgrx::log!(
                 "pg_leader: node {me} stopped cleanly in this boot: its promises end in {} ms, no longer wait",
                 left.as_millis()
             );
-            EarlierPromises::EndAt(end)
+            earlier
         }
-        Ok(None) => EarlierPromises::Unknown,
-        Err(e) => {
-            pgrx::warning!(
-                "pg_leader: node {me} could not take its clean-stop record, so it waits a full election timeout: {e}"
-            );
-            EarlierPromises::Unknown
-        }
+        _ => earlier,
     }
 }
 

@@ -29,7 +29,8 @@ impl Cluster {
         self.depart(i)?;
         let end = self.nodes[i].raft.as_ref().map(|r| r.promises_end());
         self.crash(i);
-        self.nodes[i].stop_record = end;
+        let run = self.nodes[i].runs;
+        self.nodes[i].stop_record = end.map(|end| crate::cluster::StopRecord { run, end });
         Ok(())
     }
 

@@ -121,10 +121,22 @@ pub struct SimNode {
     pub fsync_delay: u64,
     /// Applies to the next durable write.
     pub disk_fault: Option<DiskFault>,
-    /// What the host wrote at its last clean stop: when its promises end, on its own clock
-    /// (which runs on while it is down, as `CLOCK_BOOTTIME` does within one boot). The next
-    /// start takes it; a reboot discards it.
-    pub stop_record: Option<Instant>,
+    /// What the host wrote at its last clean stop (`pg_leader.stopped`). The next start takes
+    /// it; a reboot discards it; a failed removal leaves it for later starts, which must not
+    /// trust it.
+    pub stop_record: Option<StopRecord>,
+    /// How many times the node started (the state's boot epoch).
+    pub runs: u64,
+    /// The next start cannot remove the stop record: it waits in full and the record stays.
+    pub record_removal_fails: bool,
+}
+
+/// A clean stop's record: when the node's promises end, on its own clock (which runs on while
+/// it is down, as `CLOCK_BOOTTIME` does within one boot), and the run that wrote it.
+#[derive(Clone, Copy, Debug)]
+pub struct StopRecord {
+    pub run: u64,
+    pub end: Instant,
 }
 
 /// Counters the scenario reports.
@@ -258,6 +270,8 @@ impl Cluster {
                 fsync_delay: 0,
                 disk_fault: None,
                 stop_record: None,
+                runs: 0,
+                record_removal_fails: false,
                 published_lease: None,
                 lease_gate_closed: false,
                 orphaned_lease: None,
@@ -347,9 +361,18 @@ impl Cluster {
         let now = self.local_now(i);
         let wal = self.position(i);
         let node = &mut self.nodes[i];
-        let earlier = match node.stop_record.take() {
-            Some(end) => EarlierPromises::EndAt(end),
-            None => EarlierPromises::Unknown,
+        node.runs += 1;
+        // As the host does: the record is trusted by the start right after the run that wrote
+        // it, and only when it could be removed; a node's first start is a new one.
+        let record = if std::mem::take(&mut node.record_removal_fails) {
+            None
+        } else {
+            node.stop_record.take()
+        };
+        let earlier = match record {
+            Some(r) if r.run + 1 == node.runs => EarlierPromises::EndAt(r.end),
+            _ if node.runs == 1 => EarlierPromises::NeverRan,
+            _ => EarlierPromises::Unknown,
         };
         let mut raft = Raft::start(config, node.disk.clone(), rng, now, earlier)
             .map_err(|e| format!("node {} refused its configuration: {e}", node.id))?;

@@ -458,8 +458,11 @@ fn new_fault(
                 return Ok(false);
             }
             c.stop_cleanly(target)?;
-            if c.rng.uniform(0, 4) == 0 {
-                c.nodes[target].stop_record = None;
+            match c.rng.uniform(0, 6) {
+                0 => c.nodes[target].stop_record = None,
+                // The next start cannot remove the record; the run after must not trust it.
+                1 => c.nodes[target].record_removal_fails = true,
+                _ => {}
             }
             let down = c.rng.uniform(1, 2 * longest);
             c.restart_after(target, down);

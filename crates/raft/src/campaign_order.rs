@@ -7,10 +7,12 @@
 //! ends, since its own vote would otherwise count for a new leader while the old lease may hold.
 //! Every deadline set here is past `promised_until`.
 //!
-//! - At start, once the host tells what the server is: a primary campaigns when every server
-//!   started at the same moment is past its start blackout, whatever the clock rates (its own
-//!   blackout plus twice the drift margin of `T`); a standby first waits half a timeout more than
-//!   usual, `[T/2, 3T/2)` after its blackout. Unknown positions keep the usual draw.
+//! - At start, once the host tells what the server is: a primary campaigns twice the drift margin
+//!   of `T` after its own start blackout (servers started at the same moment after a crash, with
+//!   the same blackout, are past theirs by then whatever the clock rates; one that waits less,
+//!   after a clean stop, only makes the PreVote fail and be retried); a standby first waits half a
+//!   timeout more than usual, `[T/2, 3T/2)` after its blackout. Unknown positions keep the usual
+//!   draw.
 //! - A preferred primary with no leader to follow, and no vote given to another server in the
 //!   term, retries its PreVote after `[T/4, T/2)` instead of `[T, 2T)`, but never before its
 //!   promises end. A PreVote raises no one's term, so frequent probes disturb no one; without

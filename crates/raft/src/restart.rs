@@ -7,9 +7,11 @@
 //! - A server that stopped cleanly wrote down, after its last message, when its last promise
 //!   ends on a clock that runs across process restarts within one boot (`CLOCK_BOOTTIME` with
 //!   the boot id). Started again in the same boot, it waits only for what is left of it.
-//! - A server that never heard of any term (term 0, empty log) never acknowledged a heartbeat,
-//!   so it promised nothing: a promise raises the term and is made durable before its
-//!   acknowledgement leaves (`Raft::promise`).
+//! - A server that never ran before (the host created its state directory just now) promised
+//!   nothing. Its state shows it too: a promise raises the term and is made durable before its
+//!   acknowledgement leaves (`Raft::promise`), so a state with a term is never taken for new. A
+//!   state that is merely empty (a file removed by hand) may have been lost rather than never
+//!   made: that is `Unknown`, the full wait.
 //!
 //! The host must hand a clean-stop record to one start only (it deletes the record before the
 //! node sends anything): a crash after that start makes the next start wait in full again.
@@ -28,6 +30,8 @@ pub enum EarlierPromises {
     /// It stopped cleanly in this boot; none of its promises runs past this instant (on the
     /// clock the node is driven with).
     EndAt(Instant),
+    /// It never ran before: its state is new, not lost.
+    NeverRan,
 }
 
 impl Raft {
@@ -40,12 +44,12 @@ impl Raft {
         now: Instant,
         earlier: EarlierPromises,
     ) -> Result<Raft, ConfigError> {
-        let never_promised = persisted.hard_state.term == Term(0) && persisted.entries.is_empty();
+        let empty = persisted.hard_state.term == Term(0) && persisted.entries.is_empty();
         let mut raft = Raft::new(config, persisted, rng, now)?;
         let promise_end = match earlier {
-            _ if never_promised => Some(now),
             EarlierPromises::EndAt(end) => Some(end.max(now)),
-            EarlierPromises::Unknown => None,
+            EarlierPromises::NeverRan if empty => Some(now),
+            EarlierPromises::NeverRan | EarlierPromises::Unknown => None,
         };
         if let Some(end) = promise_end {
             raft.promised_until = end;

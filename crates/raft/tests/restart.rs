@@ -102,18 +102,36 @@ fn a_record_in_the_past_means_no_wait() {
 }
 
 #[test]
-fn a_server_that_never_heard_of_a_term_votes_at_once() {
+fn a_server_that_never_ran_votes_at_once() {
+    let mut c = TestCluster::new(3);
+    c.crash(2);
+    c.restart_knowing(2, EarlierPromises::NeverRan);
+    assert_eq!(asks_for_a_vote(&mut c, 2), vec![("VoteResponse", true)]);
+}
+
+#[test]
+fn an_empty_state_of_unknown_origin_still_waits() {
+    // A state file removed by hand: the promises it held may still run.
     let mut c = TestCluster::new(3);
     c.crash(2);
     c.restart_knowing(2, EarlierPromises::Unknown);
-    assert_eq!(asks_for_a_vote(&mut c, 2), vec![("VoteResponse", true)]);
+    assert!(asks_for_a_vote(&mut c, 2).is_empty(), "blind wait");
+}
+
+#[test]
+fn a_state_with_a_term_is_never_taken_for_new() {
+    let mut c = TestCluster::new(3);
+    c.disks[1].hard_state.term = Term(2);
+    c.crash(2);
+    c.restart_knowing(2, EarlierPromises::NeverRan);
+    assert!(asks_for_a_vote(&mut c, 2).is_empty(), "blind wait");
 }
 
 #[test]
 fn the_only_voter_elects_itself_at_once() {
     let mut c = TestCluster::new(1);
     c.crash(1);
-    c.restart_knowing(1, EarlierPromises::Unknown);
+    c.restart_knowing(1, EarlierPromises::NeverRan);
     assert!(c.node(1).next_deadline() <= c.local(1));
     c.with_node(1, |r, now| r.tick(now));
     c.deliver();
@@ -125,7 +143,7 @@ fn a_fresh_cluster_elects_sooner_than_one_blind_timeout() {
     let mut c = TestCluster::new(3);
     for n in 1..=3 {
         c.crash(n);
-        c.restart_knowing(n, EarlierPromises::Unknown);
+        c.restart_knowing(n, EarlierPromises::NeverRan);
     }
     let mut waited = 0;
     while c.leaders_with_lease().is_empty() && waited < 3 * ELECTION_MS {
@@ -133,4 +151,17 @@ fn a_fresh_cluster_elects_sooner_than_one_blind_timeout() {
         waited += 1;
     }
     assert!(waited < ELECTION_MS, "elected after {waited} ms");
+}
+
+#[test]
+fn a_record_wins_over_a_state_that_looks_new() {
+    // The state file was lost (removed by hand) but the clean-stop record is there: its promise
+    // still runs, whatever the empty state suggests.
+    let mut c = TestCluster::new(3);
+    c.crash(2);
+    let end = c.local(2) + Duration::from_millis(300);
+    c.restart_knowing(2, EarlierPromises::EndAt(end));
+    assert!(asks_for_a_vote(&mut c, 2).is_empty(), "still promised");
+    c.now = c.now + Duration::from_millis(300);
+    assert_eq!(asks_for_a_vote(&mut c, 2), vec![("VoteResponse", true)]);
 }

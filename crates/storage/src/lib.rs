@@ -89,6 +89,8 @@ impl std::error::Error for StorageError {}
 pub struct Storage {
     dir: PathBuf,
     stored: Stored,
+    /// `open` created the directory: this node never ran here before (`EarlierPromises::NeverRan`).
+    created: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -105,6 +107,7 @@ fn bincode_config() -> impl bincode::config::Config {
 impl Storage {
     /// Opens (or creates, mode 0700) `dir`, loads and checks the state, and records a new boot.
     pub fn open(dir: &Path, cluster_name: &str, node_id: NodeId) -> Result<Storage, StorageError> {
+        let created = !dir.exists();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -137,6 +140,7 @@ impl Storage {
         let mut storage = Storage {
             dir: dir.to_path_buf(),
             stored,
+            created,
         };
         storage.stored.boot_epoch += 1;
         storage.write()?;
@@ -145,6 +149,13 @@ impl Storage {
 
     pub fn persisted(&self) -> &PersistedState {
         &self.stored.state
+    }
+
+    /// True when this open created the state directory: the node never ran here before, so it
+    /// made no promise. A directory that exists without a state file (removed by hand) is not
+    /// new: what it held may have been lost.
+    pub fn is_new(&self) -> bool {
+        self.created
     }
 
     pub fn boot_epoch(&self) -> u64 {

@@ -58,3 +58,16 @@ fn a_damaged_record_is_not_trusted() {
     fs::write(&path, bytes).unwrap();
     assert_eq!(open(dir.path(), 1).take_clean_stop(BOOT).unwrap(), None);
 }
+
+#[test]
+fn a_record_that_outlived_its_start_is_never_trusted() {
+    // Its removal failed at the start that followed it; that run made newer promises and
+    // crashed: the record is older than them.
+    let dir = tempfile::tempdir().unwrap();
+    let end = Instant::from_micros(42_000_000);
+    open(dir.path(), 1).record_clean_stop(BOOT, end).unwrap();
+    let record = fs::read(dir.path().join(STOP_RECORD_FILE)).unwrap();
+    let _run_whose_removal_failed = open(dir.path(), 1);
+    fs::write(dir.path().join(STOP_RECORD_FILE), record).unwrap();
+    assert_eq!(open(dir.path(), 1).take_clean_stop(BOOT).unwrap(), None);
+}

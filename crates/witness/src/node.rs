@@ -332,14 +332,12 @@ impl Node {
     }
 }
 
-/// What the last clean stop of this witness recorded, taken so that it serves this start only.
+/// What this start knows of the witness's earlier promises; the clean-stop record is taken so
+/// that it serves this start only.
 fn take_clean_stop(storage: &Storage) -> EarlierPromises {
-    match storage.take_clean_stop(&boot_id().unwrap_or_default()) {
-        Ok(Some(end)) => EarlierPromises::EndAt(end),
-        Ok(None) => EarlierPromises::Unknown,
-        Err(e) => {
-            tracing::warn!("pg_leader-witness: {e}: waiting a full election timeout");
-            EarlierPromises::Unknown
-        }
+    let (earlier, error) = storage.earlier_promises(&boot_id().unwrap_or_default());
+    if let Some(e) = error {
+        tracing::warn!("pg_leader-witness: {e}: waiting a full election timeout");
     }
+    earlier
 }
