@@ -684,6 +684,12 @@ impl Cluster {
             let until = self.now + fsync;
             self.pause(i, until);
         }
+        if durable {
+            // As the extension's worker does: the succession step allows for slow writes.
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                raft.note_fsync(pg_leader_raft::Duration::from_micros(fsync));
+            }
+        }
         let local = self.local_now(i);
         let at = Sending {
             local,

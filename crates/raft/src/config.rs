@@ -48,6 +48,10 @@ pub struct Config {
     /// preferred primary is heard (`Raft::heard_all_since_elected`); a switchover from a
     /// primary then waits for the target's WAL (`TransferPhase::AwaitingWal`).
     pub promotes: bool,
+    /// `pg_leader.priority`: among voters holding the same WAL, a higher one comes first in the
+    /// succession order (`succession`) and as a handover target. The host maps 0 to `can_lead`
+    /// off.
+    pub priority: u32,
 }
 
 impl Config {
@@ -67,6 +71,7 @@ impl Config {
             max_entries_per_message: 64,
             wal_aware: true,
             promotes: false,
+            priority: crate::succession::DEFAULT_PRIORITY,
         }
     }
 
