@@ -923,7 +923,7 @@ impl Cluster {
         for (i, n) in self.nodes.iter().enumerate() {
             let state = match &n.raft {
                 Some(r) => format!(
-                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {}",
+                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {} rank {:?}",
                     r.role(),
                     r.term(),
                     r.leader_id().map(|l| l.0),
@@ -935,6 +935,7 @@ impl Cluster {
                     n.wal.timeline,
                     n.wal.lsn,
                     n.timing.election_timeout,
+                    r.succession_rank(),
                 ),
                 None => "down".to_string(),
             };

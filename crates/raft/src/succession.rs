@@ -9,7 +9,7 @@
 //! `r` in its leader's order campaigns (PreVote first, as ever) at
 //!
 //! ```text
-//!   max(last heartbeat + T, end of its promises) + step/2 + r * step + jitter[0, step/8)
+//!   max(last contact + T, end of its promises) + step/2 + r * step + jitter[0, step/8)
 //! ```
 //!
 //! `step` is the leader's, computed from what it measures: `2 * (ack + fsync) + 1 ms`, at least
@@ -148,6 +148,11 @@ impl Raft {
             rank: listed.map(|r| r as u32),
             step,
         });
+        // The order may arrive after the heartbeat of its round (datagrams are not ordered):
+        // the timer that heartbeat set is set again with it, from the same contact.
+        if let Some(deadline) = self.ranked_deadline() {
+            self.election_deadline = deadline;
+        }
         let eligible = self.config.can_lead && self.config.priority > 0;
         let known = listed.map(|r| order[r].1);
         let leader_wrong = match known {
@@ -191,7 +196,9 @@ impl Raft {
     pub(crate) fn ranked_deadline(&mut self) -> Option<Instant> {
         let (rank, step) = self.rank_to_use()?;
         let step = step.as_micros();
-        let base = (self.now + self.config.election_timeout).max(self.promised_until);
+        // From the last contact with the leader, not from now: the same deadline whether the
+        // order came before or after the heartbeat.
+        let base = (self.leader_heard_at + self.config.election_timeout).max(self.promised_until);
         let offset = step / 2 + u64::from(rank) * step;
         let jitter = self.rng.uniform(0, (step / 8).max(1));
         Some(base + Duration::from_micros(offset + jitter))
