@@ -87,7 +87,10 @@ impl Raft {
     }
 
     /// On a leader: the succession order, each voter with the priority the leader knows of it.
-    /// Only voters heard from within `T` that said they may lead, never this leader itself.
+    /// Only voters heard from within `T` that did not say they may not lead, never this leader
+    /// itself. One that has not answered yet is listed: a leader lost before its first round was
+    /// answered would otherwise leave no order at all, and a listed voter that may not lead
+    /// never campaigns (it only delays the ranks after it by a step).
     pub fn succession_order(&self) -> Vec<(NodeId, u32)> {
         let Some(state) = &self.leader else {
             return Vec::new();
@@ -97,7 +100,7 @@ impl Raft {
             .progress
             .iter()
             .filter(|(id, p)| {
-                p.can_lead == Some(true)
+                p.can_lead != Some(false)
                     && p.priority > 0
                     && !p.departed
                     && self.now < p.last_heard + window
