@@ -240,12 +240,15 @@ impl Raft {
         }
         // Advisory, and only about the current term: no term or role changes for them.
         match &msg.body {
-            Body::Succession { order, step } => {
-                if order.len() > crate::succession::MAX_ORDER || *step > MAX_LEASE {
+            Body::Succession { order, step, lead } => {
+                if order.len() > crate::succession::MAX_ORDER
+                    || *step > MAX_LEASE
+                    || *lead > MAX_LEASE
+                {
                     return Err(Dropped::Malformed);
                 }
                 if msg.term == self.term && self.leader_id == Some(msg.from) {
-                    self.hear_succession(msg.from, order, *step);
+                    self.hear_succession(msg.from, order, *step, *lead);
                 }
                 return Ok(());
             }

@@ -9,18 +9,21 @@
 //! `r` in its leader's order campaigns (PreVote first, as ever) at
 //!
 //! ```text
-//!   max(last contact + T, end of its promises) + step/2 + r * step + jitter[0, step/8)
+//!   max(last contact + T, end of its promises) + lead + r * step + jitter[0, lead/4)
 //! ```
 //!
-//! `step` is the leader's, computed from what it measures: `2 * (ack + fsync) + 1 ms`, at least
-//! `MIN_STEP` and at most `T/10`, where `ack` is the slow end of its followers' acknowledgement
-//! times (a decaying maximum of heartbeat round trips) and `fsync` the slow end of durable writes
-//! its host reported (`Raft::note_fsync`). Rank 0's election takes a PreVote round and a vote
+//! `step` and `lead` are the leader's, computed from what it measures:
+//! `step = 2 * (ack + fsync) + 1 ms`, at least `MIN_STEP` and at most `T/10`, and
+//! `lead = ack + 1 ms`, at most `step/2`,
+//! where `ack` is the slow end of its followers' acknowledgement times (a decaying maximum of
+//! heartbeat round trips) and `fsync` the slow end of durable writes its host reported
+//! (`Raft::note_fsync`). Rank 0's election takes a PreVote round and a vote
 //! round, each a round trip plus an fsync (term and vote are durable before the requests and
 //! grants leave), so rank 1 starts only once rank 0 has its votes: it then finds a voter that
-//! already voted or follows the new leader and gets no PreVote, so it raises no term. The half
-//! step before rank 0 covers the promises' ends differing by when each follower received the
-//! last heartbeat (a voter still promised refuses a PreVote) and late timer wake-ups.
+//! already voted or follows the new leader and gets no PreVote, so it raises no term. The lead
+//! before rank 0 covers the promises' ends differing by when each follower received the last
+//! heartbeat (at most about a round trip apart; a voter still promised refuses a PreVote) and
+//! late timer wake-ups; it does not wait for any fsync.
 //!
 //! Nothing else changes: the deadline is never before the promises end (design invariant 7), and
 //! votes are decided by the same rules (stickiness, logs, WAL-aware refusals). A follower with no
@@ -50,6 +53,7 @@ pub(crate) struct Rank {
     /// Its place in the order; `None` when it is not in it.
     pub rank: Option<u32>,
     pub step: Duration,
+    pub lead: Duration,
 }
 
 /// A slow-end estimate of a duration: follows any longer sample at once and comes down by a
@@ -75,6 +79,13 @@ pub fn step_for(ack: Duration, fsync: Duration, t: Duration) -> Duration {
     )
 }
 
+/// Rank 0's wait after its promises end: a round trip at the slow end and a millisecond for timer
+/// wake-ups, never more than half a step (rank 1 must still come after rank 0's round).
+pub fn lead_for(ack: Duration, step: Duration) -> Duration {
+    let lead = ack.as_micros() + Duration::from_millis(1).as_micros();
+    Duration::from_micros(lead.min(step.as_micros() / 2))
+}
+
 impl Raft {
     /// The host tells how long its last durable write took: the step between ranks allows for it.
     pub fn note_fsync(&mut self, took: Duration) {
@@ -83,7 +94,7 @@ impl Raft {
 
     /// This server's rank in its leader's order, as it knows it now (for tests and status).
     pub fn succession_rank(&self) -> Option<u32> {
-        self.rank_to_use().map(|(rank, _)| rank)
+        self.rank_to_use().map(|(rank, _, _)| rank)
     }
 
     /// On a leader: the succession order, each voter with the priority the leader knows of it.
@@ -120,8 +131,20 @@ impl Raft {
 
     /// On a leader: the step between ranks from what it measured.
     pub fn succession_step(&self) -> Duration {
-        let ack = self.leader.as_ref().map_or(Duration::ZERO, |l| l.ack_slow);
-        step_for(ack, self.fsync_slow, self.config.election_timeout)
+        step_for(
+            self.ack_slow(),
+            self.fsync_slow,
+            self.config.election_timeout,
+        )
+    }
+
+    /// On a leader: how long rank 0 waits after its promises end (see the module documentation).
+    pub fn succession_lead(&self) -> Duration {
+        lead_for(self.ack_slow(), self.succession_step())
+    }
+
+    fn ack_slow(&self) -> Duration {
+        self.leader.as_ref().map_or(Duration::ZERO, |l| l.ack_slow)
     }
 
     /// On a leader, with each heartbeat round: the order to every other voter. Sent before the
@@ -130,6 +153,7 @@ impl Raft {
         let body = Body::Succession {
             order: self.succession_order(),
             step: self.succession_step(),
+            lead: self.succession_lead(),
         };
         self.send_to_other_voters(self.term, &body);
     }
@@ -142,6 +166,7 @@ impl Raft {
         from: NodeId,
         order: &[(NodeId, u32)],
         step: Duration,
+        lead: Duration,
     ) {
         let me = self.config.id;
         let listed = order.iter().position(|(id, _)| *id == me);
@@ -150,6 +175,7 @@ impl Raft {
             term: self.term,
             rank: listed.map(|r| r as u32),
             step,
+            lead,
         });
         // The order may arrive after the heartbeat of its round (datagrams are not ordered):
         // the timer that heartbeat set is set again with it, from the same contact.
@@ -183,7 +209,7 @@ impl Raft {
 
     /// The rank and step to use now: only on a follower of the leader that sent the order, in
     /// that leader's term, while it may lead.
-    fn rank_to_use(&self) -> Option<(u32, Duration)> {
+    fn rank_to_use(&self) -> Option<(u32, Duration, Duration)> {
         let rank = self.rank?;
         let following = self.role() == Role::Follower
             && self.leader_id == Some(rank.leader)
@@ -192,18 +218,18 @@ impl Raft {
         if !following || !eligible {
             return None;
         }
-        rank.rank.map(|r| (r, rank.step))
+        rank.rank.map(|r| (r, rank.step, rank.lead))
     }
 
     /// The ranked election deadline (see the module documentation), or `None` for the draw.
     pub(crate) fn ranked_deadline(&mut self) -> Option<Instant> {
-        let (rank, step) = self.rank_to_use()?;
-        let step = step.as_micros();
+        let (rank, step, lead) = self.rank_to_use()?;
+        let (step, lead) = (step.as_micros(), lead.as_micros());
         // From the last contact with the leader, not from now: the same deadline whether the
         // order came before or after the heartbeat.
         let base = (self.leader_heard_at + self.config.election_timeout).max(self.promised_until);
-        let offset = step / 2 + u64::from(rank) * step;
-        let jitter = self.rng.uniform(0, (step / 8).max(1));
+        let offset = lead + u64::from(rank) * step;
+        let jitter = self.rng.uniform(0, (lead / 4).max(1));
         Some(base + Duration::from_micros(offset + jitter))
     }
 }
@@ -231,6 +257,14 @@ mod tests {
             assert_eq!(step_for(ack, fsync, t), step, "ack {ack} fsync {fsync}");
         }
         assert_eq!(step_for(ms(5), ms(5), ms(100)), ms(10), "capped at T/10");
+    }
+
+    #[test]
+    fn rank_zero_waits_a_round_trip_not_an_fsync() {
+        let ms = Duration::from_millis;
+        let ack = Duration::from_micros(200);
+        assert_eq!(lead_for(ack, ms(11)), ms(1) + ack);
+        assert_eq!(lead_for(ms(9), ms(10)), ms(5), "at most half a step");
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn the_follower_holding_the_most_wal_campaigns_first_right_after_the_promises() 
     let (winner, after, terms) = kill_leader_and_time(&mut c, &[]);
     assert_eq!(winner, 3);
     assert_eq!(terms, 1, "one round");
-    // The promise ends T after the last heartbeat; rank 0 waits half a step more.
+    // The promise ends T after the last heartbeat; rank 0 waits a round trip and 1 ms more.
     assert!(after >= ELECTION_MS, "{after} ms: before the promise ended");
     assert!(
         after <= ELECTION_MS + MIN_STEP.as_millis(),
@@ -157,6 +157,7 @@ fn an_order_is_heard_only_from_the_leader_of_the_current_term() {
         body: Body::Succession {
             order: vec![(NodeId(2), 100); len],
             step: MIN_STEP,
+            lead: Duration::from_millis(1),
         },
     };
     let now = c.local(2);
