@@ -16,6 +16,9 @@ pub static STATE_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static ON_ROLE_CHANGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WAL_AWARE_ELECTION: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static CAN_BE_LEADER: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static PRIORITY: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// The largest `pg_leader.priority`: room for any ranking an operator needs.
+pub const MAX_PRIORITY: i32 = 1_000_000;
 pub static HTTP_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static FENCE_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static HTTP_ADDRESS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -116,6 +119,16 @@ pub fn define() {
         c"Whether this server may become the leader.",
         c"Off for a witness or a server that must stay a standby: it still votes and counts for quorum.",
         &CAN_BE_LEADER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_leader.priority",
+        c"This server's place in the succession among servers that hold the same WAL: higher first.",
+        c"0 means the server never leads, as pg_leader.can_be_leader = off. The leader ranks its followers by WAL held, then by this, and the first campaigns first when it falls silent.",
+        &PRIORITY,
+        0,
+        MAX_PRIORITY,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -293,6 +306,17 @@ impl NodeSettings {
 /// `pg_leader.peers` as currently loaded.
 pub fn peers_text() -> String {
     text(&PEERS)
+}
+
+/// `pg_leader.priority`, as the core takes it.
+pub fn priority() -> u32 {
+    PRIORITY.get().max(0) as u32
+}
+
+/// Whether the settings let this server lead: `pg_leader.can_be_leader` on and
+/// `pg_leader.priority` above 0 (0 means the same as `can_be_leader = off`).
+pub fn leads_by_settings() -> bool {
+    CAN_BE_LEADER.get() && priority() > 0
 }
 
 /// `pg_leader.conninfo`, or by default this server's host in `pg_leader.peers` and PostgreSQL's

@@ -61,6 +61,7 @@ impl Node {
             _ if self.yielded => {
                 "a primary that is not the leader's: rebuilt as a standby first".to_string()
             }
+            _ if crate::settings::priority() == 0 => "pg_leader.priority is 0".to_string(),
             _ => "pg_leader.can_be_leader is off".to_string(),
         };
         match (may_lead, allowed) {

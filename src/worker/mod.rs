@@ -320,7 +320,8 @@ impl Node {
             settings.heartbeat_ms as u64,
             settings.election_timeout_ms as u64,
         );
-        config.can_lead = crate::settings::CAN_BE_LEADER.get();
+        config.can_lead = crate::settings::leads_by_settings();
+        config.priority = crate::settings::priority();
         config.promotes = crate::settings::AUTO_FAILOVER.get();
         config.synchronous_quorum = crate::settings::synchronous_quorum();
         let conninfo = crate::settings::conninfo(&settings.peers, settings.node_id);
@@ -580,7 +581,15 @@ impl Node {
     /// The fixed order: persist, publish, send, log.
     fn process_ready(&mut self) {
         let ready = self.raft.take_ready();
-        if let Err(e) = self.storage.save(&ready) {
+        let durable = ready.hard_state.is_some() || !ready.entries.is_empty();
+        let before = boottime_now();
+        let saved = self.storage.save(&ready);
+        if durable {
+            // The succession step allows for slow writes (`pg_leader_raft::succession`).
+            self.raft
+                .note_fsync(boottime_now().saturating_since(before));
+        }
+        if let Err(e) = saved {
             self.unpublish();
             // Nothing that depends on this state may leave: exit, and restart from the disk.
             pgrx::error!("pg_leader: could not make its state durable: {e}");
@@ -896,6 +905,11 @@ impl Node {
             Ok(peers) if peers == self.settings.peers => {}
             _ => self.reload_peers(&peers_text),
         }
+        let priority = crate::settings::priority();
+        if priority != self.raft.config().priority {
+            self.raft.set_priority(priority);
+            pgrx::log!("pg_leader: pg_leader.priority is {priority}");
+        }
         self.follow_can_lead();
         let heartbeat = crate::settings::HEARTBEAT_INTERVAL.get() as u32;
         let election = crate::settings::ELECTION_TIMEOUT.get() as u32;
@@ -1073,9 +1087,10 @@ impl Node {
         }
     }
 
-    /// Whether this server may lead now: `pg_leader.can_be_leader`, unless it yielded.
+    /// Whether this server may lead now: `pg_leader.can_be_leader` on and `pg_leader.priority`
+    /// above 0, unless it yielded.
     fn may_lead(&self) -> bool {
-        crate::settings::CAN_BE_LEADER.get() && !self.yielded
+        crate::settings::leads_by_settings() && !self.yielded
     }
 
     /// A switchover this primary started has left it following: it yields. One abandoned (still

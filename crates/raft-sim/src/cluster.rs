@@ -707,6 +707,12 @@ impl Cluster {
             let until = self.now + fsync;
             self.pause(i, until);
         }
+        if durable {
+            // As the extension's worker does: the succession step allows for slow writes.
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                raft.note_fsync(pg_leader_raft::Duration::from_micros(fsync));
+            }
+        }
         let local = self.local_now(i);
         let at = Sending {
             local,
@@ -940,7 +946,7 @@ impl Cluster {
         for (i, n) in self.nodes.iter().enumerate() {
             let state = match &n.raft {
                 Some(r) => format!(
-                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {}",
+                    "{} term {} leader {:?} last log {}/{} commit {} members [{}] can_lead {} wal {}/{} T {} rank {:?}",
                     r.role(),
                     r.term(),
                     r.leader_id().map(|l| l.0),
@@ -952,6 +958,7 @@ impl Cluster {
                     n.wal.timeline,
                     n.wal.lsn,
                     n.timing.election_timeout,
+                    r.succession_rank(),
                 ),
                 None => "down".to_string(),
             };

@@ -580,6 +580,7 @@ fn failover(c: &mut Cluster, options: &Options) -> Result<(u64, u32), Violation>
             c.agreed_leader().expect("just agreed").0
         }
     };
+    c.trace_state();
     c.crash(leader);
     c.counters.rounds_in_election = 0;
     let start = c.now;

@@ -51,6 +51,10 @@ pub struct Config {
     /// `pg_leader.synchronous = quorum`: a vote goes only to a candidate that holds all the WAL
     /// the voter flushed, whatever the logs (`synchronous`).
     pub synchronous_quorum: bool,
+    /// `pg_leader.priority`: among voters holding the same WAL, a higher one comes first in the
+    /// succession order (`succession`) and as a handover target. The host maps 0 to `can_lead`
+    /// off.
+    pub priority: u32,
 }
 
 impl Config {
@@ -71,6 +75,7 @@ impl Config {
             wal_aware: true,
             promotes: false,
             synchronous_quorum: false,
+            priority: crate::succession::DEFAULT_PRIORITY,
         }
     }
 

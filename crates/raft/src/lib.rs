@@ -23,6 +23,7 @@ pub mod ready;
 pub mod restart;
 pub mod rng;
 mod roles;
+pub mod succession;
 pub mod synchronous;
 pub mod types;
 mod wal_sample;

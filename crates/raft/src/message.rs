@@ -201,6 +201,23 @@ pub enum Body {
     MaintenanceRequest {
         paused: bool,
     },
+    /// From the leader with each heartbeat round (`succession`): the voters in the order they
+    /// should campaign in should it fall silent, each with the `pg_leader.priority` the leader
+    /// knows of it, the step between ranks and rank 0's wait. Advisory: it changes when a follower campaigns,
+    /// never how anyone votes. A separate message rather than a field of `AppendEntries`, and
+    /// after every earlier variant, so that the protocol version stays: a server of an earlier
+    /// build drops it as malformed (counted, never misread) and keeps following the heartbeats.
+    Succession {
+        order: Vec<(NodeId, u32)>,
+        step: Duration,
+        /// How long rank 0 waits after its promises end: the spread of the heartbeat's arrivals.
+        lead: Duration,
+    },
+    /// A follower's answer to an order that lists it with another priority than its own (or
+    /// leaves it out while it may lead): its `pg_leader.priority`.
+    Priority {
+        priority: u32,
+    },
 }
 
 impl Message {
@@ -222,6 +239,8 @@ impl Message {
             Body::Departing => "Departing",
             Body::Advert { .. } => "Advert",
             Body::MaintenanceRequest { .. } => "MaintenanceRequest",
+            Body::Succession { .. } => "Succession",
+            Body::Priority { .. } => "Priority",
         }
     }
 }

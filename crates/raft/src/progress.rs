@@ -25,6 +25,8 @@ pub struct Progress {
     pub can_lead: Option<bool>,
     /// It said it is going away (`departure`), and has not answered since.
     pub departed: bool,
+    /// Its `pg_leader.priority`, as it last said (`Body::Priority`); the default until then.
+    pub priority: u32,
 }
 
 impl Progress {
@@ -37,6 +39,7 @@ impl Progress {
             last_heard: now,
             can_lead: None,
             departed: false,
+            priority: crate::succession::DEFAULT_PRIORITY,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct LeaderState {
     /// When the commit index last moved: a follower that acknowledged a message sent after it
     /// knows that commit index.
     pub commit_advanced_at: Instant,
+    /// The slow end of its followers' acknowledgement times (`succession`).
+    pub ack_slow: Duration,
 }
 
 impl LeaderState {
@@ -103,6 +108,7 @@ impl LeaderState {
             longest_promise_asked: Duration::ZERO,
             transfer: None,
             commit_advanced_at: now,
+            ack_slow: Duration::ZERO,
         }
     }
 

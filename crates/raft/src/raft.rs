@@ -86,6 +86,10 @@ pub struct Raft {
     /// The commit index of the last AppendEntries from the leader: a follower that has not
     /// applied up to it may lack a maintenance entry the cluster committed (`maintenance`).
     pub(crate) leader_commit_heard: LogIndex,
+    /// This follower's place in its leader's succession order (`succession`).
+    pub(crate) rank: Option<crate::succession::Rank>,
+    /// The slow end of this server's durable writes, as its host reports them.
+    pub(crate) fsync_slow: Duration,
     pub(crate) ready: Ready,
 }
 
@@ -219,6 +223,8 @@ impl Raft {
             votes: BTreeMap::new(),
             lease_deadline: None,
             leader_commit_heard: LogIndex(0),
+            rank: None,
+            fsync_slow: Duration::ZERO,
             ready: Ready::default(),
         };
         raft.promised_until = now + raft.config.election_timeout.max(raft.longest_promise);
@@ -241,6 +247,28 @@ impl Raft {
             }
             self.adverts.insert(msg.from, conninfo);
             return Ok(());
+        }
+        // Advisory, and only about the current term: no term or role changes for them.
+        match &msg.body {
+            Body::Succession { order, step, lead } => {
+                if order.len() > crate::succession::MAX_ORDER
+                    || *step > MAX_LEASE
+                    || *lead > MAX_LEASE
+                {
+                    return Err(Dropped::Malformed);
+                }
+                if msg.term == self.term && self.leader_id == Some(msg.from) {
+                    self.hear_succession(msg.from, order, *step, *lead);
+                }
+                return Ok(());
+            }
+            Body::Priority { priority } => {
+                if msg.term == self.term {
+                    self.hear_priority(msg.from, *priority);
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         match &msg.body {
             Body::RequestVote {
@@ -377,7 +405,7 @@ impl Raft {
     }
 
     /// The voter a handover would go to, on a leader: the one holding the most WAL of this
-    /// database system (newest timeline, then position), then the most of the log. The WAL
+    /// database system (newest timeline, then position), then the most of the log, then the highest `pg_leader.priority`. The WAL
     /// comes first because the target's vote requests carry the transfer flag, which voters do
     /// not judge on WAL (`handle_request_vote`): a leader that hands over on its way out
     /// (`depart`) or on a planned stop would otherwise pick a standby that lags in replay as
@@ -409,7 +437,14 @@ impl Raft {
             })
             .max_by_key(|(id, p)| {
                 let said_it_may_lead = p.can_lead == Some(true);
-                (said_it_may_lead, wal_rank(**id), p.matched, p.last_heard)
+                let priority = p.priority;
+                (
+                    said_it_may_lead,
+                    wal_rank(**id),
+                    p.matched,
+                    priority,
+                    p.last_heard,
+                )
             })
             .map(|(id, _)| *id)
     }
@@ -991,6 +1026,11 @@ impl Raft {
             transfer,
             wal: self.wal,
         };
+        self.send_to_other_voters(term, &body);
+    }
+
+    /// Sends `body` in `term` to every voter but this node.
+    pub(crate) fn send_to_other_voters(&mut self, term: Term, body: &Body) {
         let voters: Vec<NodeId> = self
             .membership
             .voters()
@@ -1034,6 +1074,9 @@ impl Raft {
     /// `T` after their promises end. Every deadline comes from here, and a promise only grows
     /// where the timer is reset (a heartbeat, a start), so no timeout fires while promised.
     fn next_election_deadline(&mut self) -> Instant {
+        if let Some(ranked) = self.ranked_deadline() {
+            return ranked;
+        }
         if let Some(early) = self.early_campaign_deadline() {
             return early;
         }

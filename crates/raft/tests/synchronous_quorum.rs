@@ -29,6 +29,10 @@ fn asked(quorum: bool, theirs: WalPosition) -> (bool, TestCluster) {
     }
     c.elect(1);
     c.advance_ms(3 * HEARTBEAT_MS);
+    // Nodes 2 and 3 hear nothing of each other's own campaigns (ranked candidacy starts one
+    // right after the promise ends): only the request below reaches node 3.
+    c.isolate(2);
+    c.isolate(3);
     c.crash(1);
     c.advance_ms(ELECTION_MS + HEARTBEAT_MS);
     // The last commit the primary acknowledged reached node 3 just before it died.

@@ -171,12 +171,21 @@ fn lose_the_leader(
     let mut jitter = Jitter::new();
     let patience = Duration::from_secs(30);
     for _ in 0..trials {
-        let (leader, term, _) = probe.wait_for_leader(&all, Instant::now(), patience)?;
-        // Settle (the restarted node catches up), then a random phase of the heartbeat.
+        // Settle (the restarted node catches up), then a random phase of the heartbeat. A leader
+        // that changed meanwhile (a standby handing back to the primary that came back) is
+        // waited for again: losing a leader in the middle of its handover times the handover.
         let settle = 3 * timing.heartbeat_ms as u64 + 300;
-        std::thread::sleep(Duration::from_millis(
-            settle + jitter.below(3 * timing.heartbeat_ms as u64),
-        ));
+        let (leader, term) = loop {
+            let (leader, term, _) = probe.wait_for_leader(&all, Instant::now(), patience)?;
+            std::thread::sleep(Duration::from_millis(
+                settle + jitter.below(3 * timing.heartbeat_ms as u64),
+            ));
+            let (now_leader, now_term, _) =
+                probe.wait_for_leader(&all, Instant::now(), patience)?;
+            if (now_leader, now_term) == (leader, term) {
+                break (leader, term);
+            }
+        };
         probe.forget(leader);
         let fault = Instant::now();
         let process = take_down(c, leader)?;

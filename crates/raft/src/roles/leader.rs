@@ -6,6 +6,7 @@ use crate::progress::{LeaderState, TransferPhase};
 use crate::quorum::quorum_value;
 use crate::raft::Raft;
 use crate::ready::{Cause, Event};
+use crate::succession::decaying_max;
 use crate::types::{Duration, Instant, LogIndex, NodeId};
 
 /// The entries of one AppendEntries take at most this many bytes, well inside a datagram.
@@ -87,6 +88,7 @@ pub(crate) fn broadcast(r: &mut Raft) {
     state.last_broadcast = now;
     state.next_heartbeat = now + interval;
     let peers: Vec<NodeId> = state.progress.keys().copied().collect();
+    r.send_succession();
     for peer in peers {
         send_append(r, peer);
     }
@@ -163,6 +165,10 @@ fn handle_append_response(r: &mut Raft, from: NodeId, answer: Answer) {
     };
     let asked = state.longest_promise_asked;
     let counted = r.config.lease_for(lease.min(asked));
+    if sent_at <= now && state.progress.contains_key(&from) {
+        // The round trips the succession step allows for (`succession`).
+        state.ack_slow = decaying_max(state.ack_slow, now.saturating_since(sent_at));
+    }
     let Some(p) = state.progress.get_mut(&from) else {
         return;
     };
