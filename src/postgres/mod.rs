@@ -3,3 +3,4 @@
 pub mod failover;
 pub mod health;
 pub mod rejoin;
+pub mod timeline_history;
