@@ -7,7 +7,8 @@
 # application's writes, it is the leader, the other standby streams from it, the old primary
 # comes back as a streaming standby of the new one (`pg_leader.auto_rejoin`), and no server
 # answered pg_leader_is_leader() at overlapping moments (`pg_leader-cluster watch`). Then
-# switchovers both ways with the writer running: no acknowledged write missing at the end.
+# switchovers both ways with the writer running: no acknowledged write missing at the end; and a
+# standby left with WAL past the new primary's fork is rewound (it cannot stream otherwise).
 #
 # Environment: TOOL (the pg_leader-cluster binary), PG_LEADER_PGBIN, PG_LEADER_NFT_TABLE,
 # FAILOVER_PG_PORT and FAILOVER_RAFT_PORT (base ports, 55850 and 7850), SWITCHOVERS (10),
@@ -116,7 +117,26 @@ sql "$p" "SELECT n FROM acked" >"$OUT/present.txt"
 echo "# failures: $($WRITER missing "$OUT/writes.tsv" "$OUT/present.txt" 0 "$switch_from" 2>&1)"
 check "switchovers: no acknowledged write missing" \
   $WRITER missing "$OUT/writes.tsv" "$OUT/present.txt" "$switch_from"
-grep -E "pg_leader: (promoting|streaming from|rejoin|former)" "$WORK"/n*.log | sed 's/^/# /' | tail -n 12
+# A standby that still streams from the old primary when the old primary stops (its rejoin's
+# shutdown checkpoint) holds WAL past the point where the new primary's timeline forked:
+# PostgreSQL cannot follow the new primary from there, and the standby is rewound like a former
+# primary. Its worker is paused through the switchover, so that it is not re-pointed in time.
+echo "# a standby that received the old primary's last WAL is rewound too"
+p=$(current_primary)
+target=$(( p % 3 + 1 ))
+lagger=$(( target % 3 + 1 ))
+cluster pause "$lagger" >/dev/null
+sql "$p" "SELECT pg_leader_transfer_leadership($target)" >/dev/null 2>&1
+old_back() { [ "$(in_recovery "$target")" = f ] && streams_from "$p" "$target"; }
+wait_for 60 "node $p to stream from node $target" old_back
+cluster resume "$lagger" >/dev/null
+check "a standby past the new primary's fork is rewound and streams from it; the cluster is whole" \
+  wait_for 90 "node $lagger to stream from node $target" whole "$target"
+check "the standby had WAL past the fork (PostgreSQL said so) and pg_leader rewound it" \
+  bash -c "grep -q 'forked off current database system timeline' '$WORK/n$lagger.log' &&
+    grep -q \"pg_leader: standby with WAL the leader's history lacks: rejoining\" '$WORK/n$lagger.log'"
+
+grep -E "pg_leader: (promoting|streaming from|rejoin|former|standby with)" "$WORK"/n*.log | sed 's/^/# /' | tail -n 12
 check "the role histories show no term with two leaders and no two leases at once" cluster check
 
 echo

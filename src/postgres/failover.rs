@@ -23,8 +23,11 @@
 //! - a former primary: a server out of recovery that follows a leader of its own database
 //!   system on a newer timeline. Its commits are fenced (it holds no lease); it must be
 //!   rebuilt with pg_rewind (`rejoin`).
+//! - a standby that replayed WAL the leader's history lacks (`timeline_history`): rebuilt the
+//!   same way.
 
 use super::auto_conf::{current_setting, set_setting};
+use super::timeline_history;
 use pg_leader_raft::{NodeId, Raft, Role, WalPosition};
 use pgrx::pg_sys;
 use std::time::{Duration, Instant};
@@ -43,12 +46,26 @@ pub enum Action {
     Repointed { leader: NodeId, term: u64 },
 }
 
-/// A former primary that must be rebuilt as a standby of `leader`.
+/// A former primary, or a standby whose WAL left the leader's history, that must be rebuilt
+/// as a standby of `leader`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RejoinDue {
     pub leader: NodeId,
     pub term: u64,
     pub source_conninfo: String,
+    /// A standby whose WAL left the leader's history, rather than a former primary.
+    pub diverged_standby: bool,
+}
+
+impl RejoinDue {
+    /// How the log names this server's state.
+    pub fn subject(&self) -> &'static str {
+        if self.diverged_standby {
+            "standby with WAL the leader's history lacks"
+        } else {
+            "former primary"
+        }
+    }
 }
 
 /// The worker's memory of what it asked PostgreSQL to do (only to avoid asking too often:
@@ -152,6 +169,25 @@ impl Failover {
                     return turn;
                 };
                 if local.wal.in_recovery {
+                    // A standby with WAL the leader's history lacks cannot stream from it:
+                    // rewound like a former primary.
+                    let pg_wal = crate::settings::data_directory().join("pg_wal");
+                    if !theirs.in_recovery
+                        && timeline_history::has_left_history(
+                            &pg_wal,
+                            theirs.timeline,
+                            local.wal.timeline,
+                            local.replayed,
+                        ) == Some(true)
+                    {
+                        turn.rejoin = Some(RejoinDue {
+                            leader,
+                            term,
+                            source_conninfo: conninfo.to_string(),
+                            diverged_standby: true,
+                        });
+                        return turn;
+                    }
                     let wanted = primary_conninfo(conninfo, status.id);
                     if current_setting("primary_conninfo") == wanted {
                         self.repoint_written = None;
@@ -177,6 +213,7 @@ impl Failover {
                         leader,
                         term,
                         source_conninfo: conninfo.to_string(),
+                        diverged_standby: false,
                     });
                 }
             }

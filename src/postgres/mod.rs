@@ -5,3 +5,4 @@ pub mod failover;
 pub mod health;
 pub mod rejoin;
 pub mod synchronous;
+pub mod timeline_history;

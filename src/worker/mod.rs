@@ -1160,11 +1160,6 @@ impl Node {
                     .raft
                     .leader_since()
                     .is_some_and(|since| now >= since + heartbeat));
-        if self.yielded && local.wal.in_recovery {
-            // Rebuilt as a standby: it may lead again, as any standby.
-            self.yielded = false;
-            self.follow_can_lead();
-        }
         // Maintenance mode (or not sure yet that it is off): no promotion, re-pointing or
         // rejoin; decided again from the facts once it is off.
         if self.raft.automatic_actions_held() {
@@ -1186,6 +1181,11 @@ impl Node {
         let turn = self
             .failover
             .drive(&self.raft, &local, may_promote, replay_wait_over);
+        if self.yielded && local.wal.in_recovery && turn.rejoin.is_none() {
+            // Rebuilt as a standby: it may lead again, as any standby.
+            self.yielded = false;
+            self.follow_can_lead();
+        }
         let status = self.raft.status();
         match &turn.action {
             Some(Action::Promoted { term }) => {
@@ -1211,7 +1211,8 @@ impl Node {
         }
         if let Some(due) = &turn.rejoin {
             if !self.yielded {
-                // A former primary must not lead again: its data forked from the leader's.
+                // A former primary (or a standby past the fork) must not lead again: its data
+                // forked from the leader's.
                 self.yielded = true;
                 self.follow_can_lead();
             }
@@ -1220,15 +1221,18 @@ impl Node {
         let note = match &turn.rejoin {
             Some(due) => Some(match &self.rejoin_blocked {
                 Some((_, _, why)) => format!(
-                    "former primary: node {} leads on a newer timeline; rejoin refused: {why}",
+                    "{}: node {} leads on a newer timeline; rejoin refused: {why}",
+                    due.subject(),
                     due.leader
                 ),
                 None if self.rejoin_launched => format!(
-                    "former primary: rejoining as a standby of node {} (pg_rewind)",
+                    "{}: rejoining as a standby of node {} (pg_rewind)",
+                    due.subject(),
                     due.leader
                 ),
                 None => format!(
-                    "former primary: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind): pg_leader.auto_rejoin is off",
+                    "{}: node {} leads on a newer timeline; rebuild this server as its standby (pg_rewind): pg_leader.auto_rejoin is off",
+                    due.subject(),
                     due.leader
                 ),
             }),
@@ -1268,18 +1272,22 @@ impl Node {
             Ok(()) => {
                 self.rejoin_launched = true;
                 pgrx::log!(
-                    "pg_leader: former primary: rejoining as a standby of node {leader}, the leader of term {}: this server stops for pg_rewind and restarts in recovery",
+                    "pg_leader: {}: rejoining as a standby of node {leader}, the leader of term {}: this server stops for pg_rewind and restarts in recovery",
+                    due.subject(),
                     due.term
                 );
                 let status = self.raft.status();
                 self.history.action(
                     boottime_now(),
                     &status,
-                    &format!("rejoin from node {leader} (former primary)"),
+                    &format!("rejoin from node {leader} ({})", due.subject()),
                 );
             }
             Err(why) => {
-                pgrx::warning!("pg_leader: former primary: no rejoin with node {leader}: {why}");
+                pgrx::warning!(
+                    "pg_leader: {}: no rejoin with node {leader}: {why}",
+                    due.subject()
+                );
                 self.rejoin_blocked = Some((leader, due.term, why));
             }
         }
