@@ -317,6 +317,14 @@ if [ "$step" = rewinding ]; then
   fail "pg_rewind was interrupted: the data directory may be partly rewound, which PostgreSQL cannot repair; rebuild it from the leader (pg_basebackup) and put back this server's own files from $SAVED"
 fi
 
+if [ "$step" = checked ] && server_running; then
+  # Started again since the stop (a service manager, an operator): pg_rewind must not run under
+  # it, and nothing was rewound yet. The worker of the running server resumes the plan, which
+  # starts over with a stop.
+  log "the server was started again before pg_rewind: nothing rewound; the next run starts over"
+  exit 1
+fi
+
 if [ "$step" = checked ]; then
   set_step rewinding
   log "pg_rewind from '$SOURCE'"

@@ -343,6 +343,7 @@ impl Cluster {
     pub fn start(&self, node: u32) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            let log_before = std::fs::metadata(self.log_file(node)).map_or(0, |m| m.len());
             let mut ctl = as_postgres(&format!("{}/pg_ctl", pgbin()));
             ctl.args([
                 "-D",
@@ -353,6 +354,10 @@ impl Cluster {
             ctl.args(["-w", "-t", "30", "start"]);
             match check(&mut ctl, &format!("starting node {node}")) {
                 Ok(_) => return Ok(()),
+                // It started, and something stopped it before pg_ctl looked (a rejoin that
+                // stops the server for pg_rewind within milliseconds): starting it again would
+                // run it under the rewind.
+                Err(_) if self.became_ready_since(node, log_before) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(format!(
                         "{e} (gave up after 20 s; see {})",
@@ -362,6 +367,19 @@ impl Cluster {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
+    }
+
+    /// Whether node's log, past its first `offset` bytes, says the server accepted connections.
+    fn became_ready_since(&self, node: u32, offset: u64) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(self.log_file(node)) else {
+            return false;
+        };
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(offset)).is_ok()
+            && file.read_to_end(&mut tail).is_ok()
+            && String::from_utf8_lossy(&tail)
+                .contains("database system is ready to accept connections")
     }
 
     pub fn stop(&self, node: u32, mode: &str) -> Result<()> {

@@ -270,6 +270,22 @@ fn a_server_started_again_before_the_rewind_is_saved_afresh() {
 }
 
 #[test]
+fn a_server_started_again_after_the_dry_run_is_not_rewound_under_it() {
+    let n = Node::new();
+    assert_eq!(n.rejoin(Some("start_after_dry_run")).status.code(), Some(1));
+    assert_eq!(n.step(), "checked");
+    assert_eq!(n.calls(), ["stop", "dry-run"]);
+    assert_own_files_kept(&n);
+    // The rerun (the worker of the server that runs again) starts over with a stop.
+    assert!(n.rejoin(None).status.success());
+    assert_eq!(
+        n.calls(),
+        ["stop", "dry-run", "stop", "dry-run", "rewind", "start"]
+    );
+    assert_own_files_kept(&n);
+}
+
+#[test]
 fn a_second_rejoin_waits_for_the_lock() {
     let n = Node::new();
     fs::create_dir_all(n.path("data.pg_leader-rejoin")).unwrap();
