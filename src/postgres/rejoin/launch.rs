@@ -27,16 +27,18 @@ pub fn start_with(plan: &RejoinPlan, paths: &RejoinPaths) -> Result<(), String> 
     let lock = take_lock(&paths.lock())?;
     let existing = read_marker(&paths.marker())?;
     marker::may_start(existing.as_ref(), plan.term, plan.leader)?;
-    write_atomically(
-        &paths.marker(),
-        &Marker::planned(
-            plan.term,
-            plan.leader,
-            &plan.source_conninfo,
-            &application_name(plan.node_id),
-        ),
-        0o600,
-    )?;
+    if marker::needs_new_plan(existing.as_ref()) {
+        write_atomically(
+            &paths.marker(),
+            &Marker::planned(
+                plan.term,
+                plan.leader,
+                &plan.source_conninfo,
+                &application_name(plan.node_id),
+            ),
+            0o600,
+        )?;
+    }
     write_atomically(&paths.script(), SCRIPT, 0o700)?;
     launch(paths, &plan::script_args(plan, paths), &lock)
     // `lock` closes here; the script holds the same lock through its inherited descriptor.

@@ -195,9 +195,40 @@ pub fn may_start(existing: Option<&Marker>, term: u64, leader: u32) -> Result<()
     }
 }
 
+/// Whether a new plan replaces `existing`, or the script resumes it: a run that stopped halfway
+/// is finished from its recorded step (an interrupted rewind then fails, a server started again
+/// before the rewind starts over), never restarted from scratch over its half-done work, which
+/// would save a partly rewound data directory's files as this server's own.
+pub fn needs_new_plan(existing: Option<&Marker>) -> bool {
+    existing.is_none_or(|m| matches!(m.step, Step::Done | Step::Refused))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_half_done_rejoin_is_resumed_not_planned_again() {
+        let at = |step: &str| {
+            Marker::parse(&format!(
+                "term=7\nleader=2\nsource=host=x dbname=postgres\nstep={step}\n"
+            ))
+            .unwrap()
+        };
+        assert!(needs_new_plan(None));
+        assert!(needs_new_plan(Some(&at("done"))));
+        assert!(needs_new_plan(Some(&at("refused"))));
+        for step in [
+            "planned",
+            "stopped",
+            "checked",
+            "rewinding",
+            "rewound",
+            "configured",
+        ] {
+            assert!(!needs_new_plan(Some(&at(step))), "{step}");
+        }
+    }
 
     #[test]
     fn a_planned_marker_reads_back_as_written() {
